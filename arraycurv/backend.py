@@ -1,0 +1,274 @@
+"""The backend layer: everything the array API standard does not provide.
+
+This is the only module of :mod:`arraycurv` that imports NumPy directly. It gives
+
+* the namespace (and device) of the inputs through ``array_api_compat``, with a clear
+  error when inputs mix namespaces or devices (:func:`namespace_of`, :func:`device_of`);
+* the dtype policy: float64 by default, float32 supported (:func:`float_dtype`,
+  :func:`check_float`);
+* seeded random numbers that give the same values on every namespace for the same seed
+  (:func:`rng`, :func:`normal`, :func:`uniform`, :func:`integers`, :func:`orthogonal`):
+  they are drawn with NumPy's PCG64 generator in float64 and then moved to the
+  requested namespace, dtype and device;
+* conversion to NumPy for plotting and saving (:func:`to_numpy`) and from NumPy into a
+  namespace (:func:`from_numpy`), device moves (:func:`to_device`), and the lookup of a
+  namespace by name (:func:`namespace_by_name`) for command lines.
+
+See ``docs/backend.md`` and spec section 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "check_float",
+    "check_same_device",
+    "device_of",
+    "float_dtype",
+    "from_numpy",
+    "integers",
+    "is_array",
+    "namespace_by_name",
+    "namespace_name",
+    "namespace_of",
+    "normal",
+    "orthogonal",
+    "rng",
+    "to_device",
+    "to_numpy",
+    "uniform",
+]
+
+#: Backend names understood by :func:`namespace_by_name`.
+BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+
+
+def is_array(x: Any) -> bool:
+    """True for an array of any namespace supported by ``array_api_compat``."""
+    return array_api_compat.is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
+
+
+def _leaves(name: str, value: Any):
+    """Yield (name, array) pairs from an array, a tuple/list of arrays or nested tuples."""
+    if value is None:
+        return
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            yield from _leaves(f"{name}[{i}]", v)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(f"{name}[{k!r}]", v)
+    elif is_array(value):
+        yield name, value
+    elif hasattr(value, "__dataclass_fields__"):
+        for field in value.__dataclass_fields__:
+            yield from _leaves(f"{name}.{field}", getattr(value, field))
+
+
+def _named(args: Iterable[Any], kwargs: Mapping[str, Any]):
+    pairs = []
+    for i, a in enumerate(args):
+        pairs.extend(_leaves(f"argument {i}", a))
+    for k, v in kwargs.items():
+        pairs.extend(_leaves(k, v))
+    return pairs
+
+
+def namespace_name(xp_or_array: Any) -> str:
+    """Short name of a namespace (``'numpy'``, ``'array_api_strict'``, ``'torch'``, ...)."""
+    xp = xp_or_array
+    if is_array(xp_or_array):
+        xp = array_api_compat.array_namespace(xp_or_array)
+    name = getattr(xp, "__name__", str(xp))
+    if name.startswith("array_api_compat."):
+        name = name.split(".")[1]
+    return name
+
+
+def namespace_of(*args: Any, **named: Any):
+    """Array-API namespace shared by all array arguments, checking namespaces and devices.
+
+    Arguments may be arrays, tuples of arrays (parameters) or small dataclasses holding
+    arrays. Give them as keywords so that an error can name the argument.
+
+    Raises
+    ------
+    TypeError
+        If no array is given, or the arrays come from different namespaces; the message
+        names the first argument whose namespace differs.
+    ValueError
+        If the arrays live on different devices (see :func:`check_same_device`).
+    """
+    pairs = _named(args, named)
+    if not pairs:
+        raise TypeError("namespace_of: expected at least one array argument, got none")
+    first_name, first = pairs[0]
+    xp = array_api_compat.array_namespace(first)
+    for name, arr in pairs[1:]:
+        other = array_api_compat.array_namespace(arr)
+        if other is not xp:
+            raise TypeError(
+                f"{name}: expected an array of namespace {namespace_name(xp)!r} "
+                f"(like {first_name}), got one of namespace {namespace_name(other)!r}"
+            )
+    check_same_device(pairs)
+    return xp
+
+
+def device_of(x: Any):
+    """Device of an array (``array_api_compat.device``)."""
+    return array_api_compat.device(x)
+
+
+def check_same_device(pairs) -> None:
+    """Raise ``ValueError`` naming the argument whose device differs from the first."""
+    if not pairs:
+        return
+    first_name, first = pairs[0]
+    dev = device_of(first)
+    for name, arr in pairs[1:]:
+        d = device_of(arr)
+        if d != dev:
+            raise ValueError(
+                f"{name}: expected an array on device {dev!r} (like {first_name}), got one on {d!r}"
+            )
+
+
+def float_dtype(xp, dtype: Any = None):
+    """Resolve a dtype request for namespace ``xp``: None -> float64 (the default policy).
+
+    Accepts ``None``, a dtype of ``xp``, or the strings ``'float64'`` / ``'float32'``.
+    """
+    if dtype is None:
+        return xp.float64
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        return getattr(xp, dtype)
+    if dtype == xp.float64 or dtype == xp.float32:
+        return dtype
+    raise ValueError(f"dtype: expected float32 or float64 of {namespace_name(xp)}, got {dtype!r}")
+
+
+def check_float(x: Any, name: str, xp=None) -> None:
+    """Raise ``TypeError`` unless ``x`` is a real float32 or float64 array."""
+    xp = xp or array_api_compat.array_namespace(x)
+    if x.dtype not in (xp.float32, xp.float64):
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any namespace (and device) into a NumPy array, for plots and files."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)
+    try:
+        return np.from_dlpack(x)
+    except Exception:  # pragma: no cover - depends on the namespace
+        return np.asarray(x)
+
+
+def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):
+    """Move a NumPy array (or nested list) into namespace ``xp`` with the given dtype/device.
+
+    ``dtype`` defaults to float64 for floating input (the library's policy); integer input
+    keeps an integer dtype.
+    """
+    a = np.asarray(a)
+    if a.dtype.kind == "f" or dtype is not None:
+        dt = float_dtype(xp, dtype) if (dtype is None or isinstance(dtype, str)) else dtype
+        # Convert on the host first so that every namespace rounds float64 -> float32 alike.
+        a = a.astype(np.float32 if dt == xp.float32 else a.dtype if a.dtype.kind != "f" else np.float64)
+        out = xp.asarray(a, device=device) if device is not None else xp.asarray(a)
+        return xp.astype(out, dt) if out.dtype != dt else out
+    return xp.asarray(a, device=device) if device is not None else xp.asarray(a)
+
+
+def to_device(x: Any, device: Any):
+    """Move an array to ``device`` within its namespace."""
+    return array_api_compat.to_device(x, device)
+
+
+def namespace_by_name(name: str):
+    """Return the array-API namespace called ``name`` (see :data:`BACKENDS`).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown, or the library is not installed / has no usable device
+        (e.g. ``'cupy'`` on a machine without a GPU).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    try:
+        mod = importlib.import_module(name)
+        if name == "cupy":
+            mod.cuda.runtime.getDeviceCount()  # raises without a usable GPU
+    except Exception as exc:
+        raise ValueError(
+            f"backend: {name!r} is not available here ({type(exc).__name__}: {exc}); "
+            f"install it (see README, e.g. pip install 'arraycurv[gpu]') or choose numpy"
+        ) from exc
+    return array_api_compat.array_namespace(mod.asarray([1.0]))
+
+
+# ----------------------------------------------------------------------------- random
+def rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """A seeded NumPy ``Generator`` (PCG64); the source of every random number.
+
+    Passing a ``Generator`` returns it unchanged, so functions can accept either a seed
+    or a generator. Draws are made on the host in float64 and then converted, so the
+    same seed gives the same values on every namespace and device.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        raise ValueError("seed: expected an int or a numpy Generator for reproducibility, got None")
+    return np.random.default_rng(seed)
+
+
+def normal(seed, shape, xp=np, *, dtype: Any = None, device: Any = None, scale: float = 1.0):
+    """Standard normal draws times ``scale`` in namespace ``xp`` (same values everywhere)."""
+    g = rng(seed)
+    return from_numpy(scale * g.standard_normal(tuple(shape)), xp, dtype=dtype, device=device)
+
+
+def uniform(seed, shape, xp=np, *, low=0.0, high=1.0, dtype: Any = None, device: Any = None):
+    """Uniform draws on [low, high) in namespace ``xp`` (same values everywhere)."""
+    g = rng(seed)
+    return from_numpy(g.uniform(low, high, size=tuple(shape)), xp, dtype=dtype, device=device)
+
+
+def integers(seed, low: int, high: int, shape, xp=np, *, device: Any = None):
+    """Integer draws on [low, high) as an int64 array of ``xp``."""
+    g = rng(seed)
+    a = g.integers(low, high, size=tuple(shape), dtype=np.int64)
+    return xp.asarray(a, device=device) if device is not None else xp.asarray(a)
+
+
+def orthogonal(seed, shape, xp=np, *, gain: float = 1.0, dtype: Any = None, device: Any = None):
+    """A (semi-)orthogonal matrix times ``gain`` (Saxe et al. 2013; Huh S.I.3 init).
+
+    For shape (m, n) the result has orthonormal rows if m <= n, orthonormal columns
+    otherwise (QR of a Gaussian matrix with the sign convention of Mezzadri 2007).
+    """
+    m, n = shape
+    g = rng(seed)
+    a = g.standard_normal((max(m, n), min(m, n)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if m < n:
+        q = q.T
+    return from_numpy(gain * q, xp, dtype=dtype, device=device)

@@ -1,0 +1,122 @@
+"""Parameters as plain data: tuples of arrays, and their flat-vector view.
+
+Spec, Conventions: parameters are a tuple of arrays in layer order (W1, b1, W2, ...);
+the flat view concatenates them in that order, each in C (row-major) order. Tree
+arithmetic here works on tuples of arrays of any namespace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import namespace_of
+from .validation import check_shape
+
+__all__ = [
+    "flatten",
+    "num_params",
+    "shapes_of",
+    "tree_add",
+    "tree_axpy",
+    "tree_map",
+    "tree_norm",
+    "tree_scale",
+    "tree_sub",
+    "tree_vdot",
+    "tree_zeros_like",
+    "unflatten",
+]
+
+
+def shapes_of(params: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
+    """Shapes of the tensors of a parameter tuple."""
+    return tuple(tuple(p.shape) for p in params)
+
+
+def num_params(shapes: Sequence[Sequence[int]]) -> int:
+    """Total number of scalars P for a list of tensor shapes."""
+    return sum(math.prod(s) for s in shapes)
+
+
+def flatten(params: Sequence[Any]):
+    """Concatenate a tuple of arrays into one vector (C order, tensors in order)."""
+    xp = namespace_of(params=tuple(params))
+    return xp.concat([xp.reshape(p, (-1,)) for p in params])
+
+
+def unflatten(vector: Any, shapes: Sequence[Sequence[int]], name: str = "vector"):
+    """Split a flat vector (or a (..., P) batch of them) into a tuple of arrays of ``shapes``.
+
+    Leading batch axes are kept: an input of shape (k, P) gives tensors of shape (k, *s).
+    """
+    xp = namespace_of(**{name: vector})
+    total = num_params(shapes)
+    if vector.ndim < 1 or vector.shape[-1] != total:
+        raise ValueError(f"{name}: expected last axis of length P = {total}, got shape {tuple(vector.shape)}")
+    lead = tuple(vector.shape[:-1])
+    out, start = [], 0
+    for s in shapes:
+        n = math.prod(s)
+        out.append(xp.reshape(vector[..., start : start + n], lead + tuple(s)))
+        start += n
+    return tuple(out)
+
+
+def tree_map(fn, *trees):
+    """Apply ``fn`` leaf-wise over tuples of arrays of the same structure."""
+    n = len(trees[0])
+    for t in trees[1:]:
+        if len(t) != n:
+            raise ValueError(f"tree_map: expected tuples of {n} arrays, got {len(t)}")
+    return tuple(fn(*leaves) for leaves in zip(*trees))
+
+
+def _check_like(a, b, name_a="a", name_b="b"):
+    if len(a) != len(b):
+        raise ValueError(f"{name_b}: expected a tuple of {len(a)} arrays like {name_a}, got {len(b)}")
+    for i, (x, y) in enumerate(zip(a, b)):
+        check_shape(y, tuple(x.shape), f"{name_b}[{i}]")
+
+
+def tree_add(a, b):
+    """Leaf-wise a + b."""
+    _check_like(a, b)
+    return tuple(x + y for x, y in zip(a, b))
+
+
+def tree_sub(a, b):
+    """Leaf-wise a - b."""
+    _check_like(a, b)
+    return tuple(x - y for x, y in zip(a, b))
+
+
+def tree_scale(a, s):
+    """Leaf-wise s * a for a scalar s."""
+    return tuple(s * x for x in a)
+
+
+def tree_axpy(alpha, x, y):
+    """Leaf-wise alpha * x + y."""
+    _check_like(x, y, "x", "y")
+    return tuple(alpha * u + v for u, v in zip(x, y))
+
+
+def tree_vdot(a, b):
+    """Euclidean inner product sum_i <a_i, b_i> as a 0-d array."""
+    _check_like(a, b)
+    xp = namespace_of(a=tuple(a), b=tuple(b))
+    return sum(xp.sum(x * y) for x, y in zip(a, b))
+
+
+def tree_norm(a):
+    """Euclidean norm of a tuple of arrays as a 0-d array."""
+    xp = namespace_of(a=tuple(a))
+    return xp.sqrt(tree_vdot(a, a))
+
+
+def tree_zeros_like(a):
+    """Tuple of zero arrays with the shapes, dtype and device of ``a``."""
+    xp = namespace_of(a=tuple(a))
+    return tuple(xp.zeros_like(x) for x in a)

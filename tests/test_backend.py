@@ -1,0 +1,98 @@
+"""Backend layer: namespaces, devices, dtype policy, reproducible random numbers."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import arraycurv as ac
+from arraycurv import backend
+from tests.helpers import assert_like, seeds
+
+
+@given(seed=seeds, m=st.integers(1, 6), n=st.integers(1, 6))
+def test_normal_same_values_on_every_namespace(xp, seed, m, n):
+    a = backend.normal(seed, (m, n), xp)
+    ref = np.random.default_rng(seed).standard_normal((m, n))
+    assert a.dtype == xp.float64
+    np.testing.assert_array_equal(backend.to_numpy(a), ref)
+    a32 = backend.normal(seed, (m, n), xp, dtype="float32")
+    assert a32.dtype == xp.float32
+    np.testing.assert_array_equal(backend.to_numpy(a32), ref.astype(np.float32))
+
+
+@given(seed=seeds, m=st.integers(1, 6), n=st.integers(1, 6))
+def test_orthogonal_has_orthonormal_rows_or_columns(xp, seed, m, n):
+    q = backend.to_numpy(backend.orthogonal(seed, (m, n), xp, gain=2.0))
+    gram = q @ q.T if m <= n else q.T @ q
+    np.testing.assert_allclose(gram, 4.0 * np.eye(min(m, n)), atol=1e-12)
+
+
+def test_uniform_and_integers_reproducible(xp):
+    u = backend.uniform(3, (5,), xp, low=-1.0, high=2.0)
+    np.testing.assert_array_equal(backend.to_numpy(u), np.random.default_rng(3).uniform(-1, 2, 5))
+    i = backend.integers(3, 0, 4, (7,), xp)
+    np.testing.assert_array_equal(backend.to_numpy(i), np.random.default_rng(3).integers(0, 4, 7))
+
+
+def test_generator_is_passed_through():
+    g = np.random.default_rng(0)
+    assert backend.rng(g) is g
+    with pytest.raises(ValueError, match="seed"):
+        backend.rng(None)
+
+
+def test_mixed_namespaces_error_names_argument():
+    import array_api_strict as xs
+
+    with pytest.raises(TypeError, match=r"y: expected an array of namespace 'array_api_strict'.*got.*'numpy'"):
+        backend.namespace_of(x=xs.asarray([1.0]), y=np.ones(1))
+    with pytest.raises(TypeError, match=r"params\[1\]"):
+        backend.namespace_of(params=(xs.asarray([1.0]), np.ones(1)))
+
+
+def test_mixed_devices_error_names_argument():
+    import array_api_strict as xs
+
+    a = xs.asarray([1.0])
+    b = xs.asarray([1.0], device=xs.Device("device1"))
+    with pytest.raises(ValueError, match=r"b: expected an array on device"):
+        backend.namespace_of(a=a, b=b)
+
+
+def test_from_numpy_and_to_device_keep_namespace(xp):
+    a = backend.from_numpy(np.arange(6.0).reshape(2, 3), xp)
+    assert_like(a, xp.ones((1,), dtype=xp.float64))
+    b = backend.to_device(a, backend.device_of(a))
+    np.testing.assert_array_equal(backend.to_numpy(b), np.arange(6.0).reshape(2, 3))
+
+
+def test_float_dtype_policy(xp):
+    assert backend.float_dtype(xp) == xp.float64
+    assert backend.float_dtype(xp, "float32") == xp.float32
+    with pytest.raises(ValueError, match="dtype: expected"):
+        backend.float_dtype(xp, "float16")
+    with pytest.raises(TypeError, match="x: expected dtype float32 or float64"):
+        backend.check_float(xp.asarray([1, 2]), "x")
+
+
+def test_namespace_by_name():
+    assert backend.namespace_by_name("numpy") is not None
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        backend.namespace_by_name("tensorflow")
+
+
+def test_unavailable_cupy_is_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("cupy is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match="backend: 'cupy' is not available"):
+        backend.namespace_by_name("cupy")
+
+
+def test_top_level_exports():
+    assert ac.normal is backend.normal
+    assert callable(ac.flatten) and callable(ac.ggn_vp)
