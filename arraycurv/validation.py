@@ -85,6 +85,7 @@ def check_params(params: Any, shapes: Sequence[Sequence[int]], name: str = "para
     if not isinstance(params, (tuple, list)):
         raise TypeError(f"{name}: expected a tuple of {len(shapes)} arrays, got {type(params).__name__}")
     if len(params) != len(shapes):
-        raise ValueError(f"{name}: expected {len(shapes)} arrays (shapes {list(map(tuple, shapes))}), got {len(params)}")
+        want = list(map(tuple, shapes))
+        raise ValueError(f"{name}: expected {len(shapes)} arrays (shapes {want}), got {len(params)}")
     for i, (p, s) in enumerate(zip(params, shapes)):
         check_shape(p, tuple(s), f"{name}[{i}]")

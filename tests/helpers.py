@@ -56,7 +56,7 @@ def assert_close(result, expected, *, like=None, rtol=None, atol=0.0, name="resu
     if like is not None:
         assert_like(result, like, name=name)
     r = backend.to_numpy(result).astype(np.float64)
-    e = backend.to_numpy(expected).astype(np.float64) if not isinstance(expected, np.ndarray) else expected.astype(np.float64)
+    e = np.asarray(backend.to_numpy(expected), dtype=np.float64)
     assert r.shape == e.shape, f"{name}: shape {r.shape} != expected {e.shape}"
     if rtol is None:
         rtol = RTOL[dtype_name(result)]
