@@ -103,7 +103,7 @@ def hessian_matrix(model, params, batch, loss=MSE()):
     shapes = param_shapes(model)
     p = num_params(shapes)
     eye = xp.eye(p, dtype=params[0].dtype, device=backend.device_of(params[0]))
-    cols = [flatten(hvp(model, params, batch, unflatten(eye[i, :], shapes))) for i in range(p)]
+    cols = [flatten(hvp(model, params, batch, unflatten(eye[i, :], shapes), loss)) for i in range(p)]
     return xp.stack(cols, axis=1)
 
 

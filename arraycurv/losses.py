@@ -138,3 +138,138 @@ def _(loss: MSE, outputs, seed, num_samples: int = 1):
     noise = backend.normal(seed, (num_samples, *outputs.shape), xp, dtype=outputs.dtype,
                            device=backend.device_of(outputs))
     return outputs[None, ...] + noise
+
+
+# ------------------------------------------------------------ softmax cross-entropy
+def _ce_check_targets(outputs, targets, xp):
+    check_ndim(outputs, 2, "outputs")
+    b, k = outputs.shape
+    if not hasattr(targets, "shape") or tuple(targets.shape) != (b,):
+        got = tuple(targets.shape) if hasattr(targets, "shape") else type(targets).__name__
+        raise ValueError(f"targets: expected integer labels of shape ({b},), got shape {got}")
+    if not xp.isdtype(targets.dtype, "integral"):
+        raise TypeError(f"targets: expected an integer dtype (class labels), got {targets.dtype}")
+    if b and (int(xp.min(targets)) < 0 or int(xp.max(targets)) >= k):
+        raise ValueError(
+            f"targets: expected labels in [0, {k}), got values in [{int(xp.min(targets))}, {int(xp.max(targets))}]"
+        )
+
+
+def _onehot(xp, targets, k, like):
+    ar = xp.arange(k, device=backend.device_of(like))
+    return xp.astype(xp.astype(targets, xp.int64)[:, None] == ar[None, :], like.dtype)
+
+
+def _softmax(xp, f):
+    e = xp.exp(f - xp.max(f, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def _softmax_parts(xp, f):
+    """Softmax pieces accurate to relative rounding even when it saturates.
+
+    Returns ``(m, p, q, amax, log_s)``: the row max m, p = softmax(f), q = 1 - p computed
+    without cancellation (for the argmax as the sum of the other probabilities), the
+    one-hot of the (first) argmax, and log_s = log sum_j exp(f_j - m) = log1p(sum of the
+    non-argmax terms).
+    """
+    k = f.shape[-1]
+    m = xp.max(f, axis=-1, keepdims=True)
+    e = xp.exp(f - m)
+    ar = xp.arange(k, device=backend.device_of(f))
+    amax = ar[None, :] == xp.argmax(f, axis=-1)[:, None]
+    rest = xp.where(amax, xp.zeros_like(e), e)
+    s = xp.sum(e, axis=-1, keepdims=True)
+    p = e / s
+    q = xp.where(amax, xp.sum(xp.where(amax, xp.zeros_like(p), p), axis=-1, keepdims=True), 1.0 - p)
+    log_s = xp.log1p(xp.sum(rest, axis=-1, keepdims=True))
+    return m, p, q, amax, log_s
+
+
+def _eye_mask(xp, k, like):
+    ar = xp.arange(k, device=backend.device_of(like))
+    return ar[:, None] == ar[None, :]
+
+
+@check_targets.register
+def _(loss: SoftmaxCrossEntropy, outputs, targets) -> None:
+    xp = backend.namespace_of(outputs=outputs, targets=targets)
+    _ce_check_targets(outputs, targets, xp)
+
+
+@loss_value.register
+def _(loss: SoftmaxCrossEntropy, outputs, targets):
+    """(1/B) sum_b [logsumexp(f_b) - f_b[y_b]] = (1/B) sum_b [(m_b - f_b[y_b]) + log1p(r_b)]
+    with m_b = max f_b and r_b the sum of exp(f_bj - m_b) over the non-argmax j, so a
+    confident correct prediction keeps full relative accuracy."""
+    xp = backend.namespace_of(outputs=outputs, targets=targets)
+    _ce_check_targets(outputs, targets, xp)
+    m, _, _, _, log_s = _softmax_parts(xp, outputs)
+    picked = xp.sum(_onehot(xp, targets, outputs.shape[1], outputs) * outputs, axis=-1)
+    return xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0]
+
+
+@loss_grad.register
+def _(loss: SoftmaxCrossEntropy, outputs, targets):
+    """softmax(f_b) - onehot(y_b); the label entry is -(1 - p_y) = -sum_{j != y} p_j."""
+    xp = backend.namespace_of(outputs=outputs, targets=targets)
+    _ce_check_targets(outputs, targets, xp)
+    _, p, q, _, _ = _softmax_parts(xp, outputs)
+    hot = _onehot(xp, targets, outputs.shape[1], outputs) > 0
+    return xp.where(hot, -q, p)
+
+
+@loss_hessian_vp.register
+def _(loss: SoftmaxCrossEntropy, outputs, v):
+    """H_b v_b = p_b * v_b - p_b (p_b . v_b), H_b = diag(p_b) - p_b p_b^T, evaluated as
+    p * (w - p . w) with w = v - v[argmax] (the same value; no cancellation when the
+    softmax saturates)."""
+    xp = backend.namespace_of(outputs=outputs, v=v)
+    check_ndim(outputs, 2, "outputs")
+    check_shape(v, tuple(outputs.shape), "v")
+    _, p, _, amax, _ = _softmax_parts(xp, outputs)
+    w = v - xp.sum(xp.where(amax, v, xp.zeros_like(v)), axis=-1, keepdims=True)
+    return p * (w - xp.sum(p * w, axis=-1, keepdims=True))
+
+
+@loss_hessian.register
+def _(loss: SoftmaxCrossEntropy, outputs):
+    """H_b = diag(p_b) - p_b p_b^T with p_b = softmax(f_b), shape (B, k, k); the diagonal
+    p_i (1 - p_i) uses the cancellation-free 1 - p_i."""
+    xp = backend.namespace_of(outputs=outputs)
+    check_ndim(outputs, 2, "outputs")
+    _, p, q, _, _ = _softmax_parts(xp, outputs)
+    eye = _eye_mask(xp, outputs.shape[1], outputs)
+    return xp.where(eye, (p * q)[:, :, None], -p[:, :, None] * p[:, None, :])
+
+
+@loss_hessian_factor.register
+def _(loss: SoftmaxCrossEntropy, outputs):
+    """S_b = diag(sqrt p_b) - sqrt(p_b) p_b^T, i.e. S_ij = sqrt(p_i) (delta_ij - p_j), so
+    S_b^T S_b = diag(p_b) - p_b p_b^T (using sum_i p_i = 1). Rows of S_b are the k
+    "pseudo-output" directions of the Fisher."""
+    xp = backend.namespace_of(outputs=outputs)
+    check_ndim(outputs, 2, "outputs")
+    _, p, q, _, _ = _softmax_parts(xp, outputs)
+    sq = xp.sqrt(p)
+    eye = _eye_mask(xp, outputs.shape[1], outputs)
+    return xp.where(eye, (sq * q)[:, :, None], -sq[:, :, None] * p[:, None, :])
+
+
+@sample_targets.register
+def _(loss: SoftmaxCrossEntropy, outputs, seed, num_samples: int = 1):
+    """Labels y ~ Categorical(softmax(f_b)) by inverse-CDF sampling of backend.uniform
+    draws, shape (num_samples, B), int64 (Bernacchia Sec. 5: the model's own predictive
+    distribution)."""
+    xp = backend.namespace_of(outputs=outputs)
+    check_ndim(outputs, 2, "outputs")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    b, k = outputs.shape
+    dev = backend.device_of(outputs)
+    p = _softmax(xp, outputs)
+    cdf = xp.matmul(p, xp.triu(xp.ones((k, k), dtype=p.dtype, device=dev)))  # cdf[:, j] = sum_{i<=j} p_i
+    u = xp.astype(backend.uniform(seed, (num_samples, b), xp, device=dev), p.dtype)
+    # label = #{j < k - 1 : cdf_j <= u}, so P(label = j) = cdf_j - cdf_{j-1} = p_j
+    below = u[:, :, None] >= cdf[None, :, : k - 1]
+    return xp.sum(xp.astype(below, xp.int64), axis=-1)

@@ -73,7 +73,7 @@ def check_symmetric(a: Any, name: str, xp=None, *, rtol: float | None = None) ->
         rtol = 1000.0 * float(xp.finfo(a.dtype).eps)
     scale = float(xp.max(xp.abs(a))) if a.size != 0 else 0.0
     asym = float(xp.max(xp.abs(a - xp.matrix_transpose(a)))) if a.size != 0 else 0.0
-    if asym > rtol * max(scale, float(xp.finfo(a.dtype).tiny)):
+    if asym > rtol * max(scale, float(xp.finfo(a.dtype).smallest_normal)):
         raise ValueError(
             f"{name}: expected a symmetric matrix, got max |A - A^T| = {asym:.3g} "
             f"(relative {asym / max(scale, 1e-300):.3g} > rtol {rtol:.3g})"

@@ -87,3 +87,29 @@ def deep_linear_cases(draw, min_depth=1, max_depth=5, max_width=8, max_batch=10)
     b = draw(st.integers(1, max_batch))
     s = draw(seeds)
     return w, b, s
+
+
+def assert_tree_close(result, expected, *, like=None, rtol=None, atol=0.0, name="result"):
+    """Like :func:`assert_close` for tuples of arrays, with ONE scale for the whole tuple.
+
+    The test is ``max |r - e| <= atol + rtol * max |e|`` over all leaves together (a
+    norm-wise test on the flat parameter vector), so that a tensor whose entries are much
+    smaller than the others is not held to a tighter absolute accuracy than rounding of
+    the whole computation allows. Namespace/dtype/device are checked leaf by leaf.
+    """
+    assert isinstance(result, (tuple, list)) and isinstance(expected, (tuple, list)), f"{name}: expected tuples"
+    assert len(result) == len(expected), f"{name}: expected a tuple of {len(expected)} arrays, got {len(result)}"
+    rs, es = [], []
+    for i, (r, e) in enumerate(zip(result, expected)):
+        if like is not None:
+            assert_like(r, like, name=f"{name}[{i}]")
+        rn = backend.to_numpy(r).astype(np.float64)
+        en = np.asarray(backend.to_numpy(e), dtype=np.float64)
+        assert rn.shape == en.shape, f"{name}[{i}]: shape {rn.shape} != expected {en.shape}"
+        rs.append(rn.ravel())
+        es.append(en.ravel())
+    if not rs:
+        return
+    if rtol is None:
+        rtol = RTOL[dtype_name(result[0])]
+    assert_close(np.concatenate(rs), np.concatenate(es), rtol=rtol, atol=atol, name=name)

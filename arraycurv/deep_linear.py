@@ -1,0 +1,910 @@
+"""Deep linear networks with exact, closed-form curvature (spec 2.1, 3.1-3.4).
+
+A deep linear network (DLN) of depth L has weights W_1, ..., W_L, W_l of shape
+(n_l, n_{l-1}), no biases, and computes f(x) = w̄ x with the total map
+w̄ = W_L ... W_1 (Huh 2020 Sec. 2). With the mean squared error
+L = (1/B) sum_b 1/2 ||f(x_b) - y_b||^2 the loss is a quadratic function of w̄ (Huh eq 1):
+
+    L = 1/2 Tr[w̄ Sxx w̄^T] - Tr[w̄ Syx^T] + 1/2 syy,
+
+with the batch moments Sxx = <x x^T>, Syx = <y x^T>, syy = <||y||^2>. Everything here is
+written through these statistics and the partial products
+
+    W_{<i} = W_{i-1} ... W_1   (n_{i-1}, n0),     W_{>i} = W_L ... W_{i+1}   (nL, n_i),
+
+so that w̄ = W_{>i} W_i W_{<i} for every layer i. With the residual moment
+E = w̄ Sxx - Syx = <(f(x) - y) x^T> (= Delta Sigma_x of Huh eq 1):
+
+* gradient            g_i  = W_{>i}^T E W_{<i}^T                      (Huh Sec. 2, g = J Delta)
+* GGN product         Gv_i = W_{>i}^T (sum_j W_{>j} V_j W_{<j}) Sxx W_{<i}^T   (Huh eq 3)
+* Hessian product     Hv_i = Gv_i + dW_{>i}^T E W_{<i}^T + W_{>i}^T E dW_{<i}^T (Huh eq 2)
+* GGN blocks          G_ij = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T)   (Bernacchia eq 22)
+
+where dW_{<i}, dW_{>i} are the directional derivatives of the partial products along V.
+Kronecker products and flat vectors follow the library convention: parameters are
+flattened in row-major (C) order, vec_r(A X B) = kron(A, B^T) vec_r(X). Bernacchia (2018)
+writes F_ij = <x_{i-1} x_{j-1}^T> kron <e_i e_j^T> for the column-major vec; the two
+are the same matrix up to the row/column permutation between the orders.
+
+Every curvature function accepts ``batch`` either as a tuple ``(x, y)`` or as
+:class:`LinearMoments`. From a raw batch, the O(B) work is one pass that forms the
+statistics the routine needs (Sxx, the residual moment E from the residuals f(x) - y,
+which avoids the cancellation of w̄ Sxx - Syx near a minimum, and the loss); everything
+after that costs the same for any batch size.
+
+Only the squared error (``losses.MSE()``) is supported: any other ``loss`` raises
+``TypeError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from . import backend
+from . import interface as _itf
+from .losses import MSE
+from .params import num_params
+from .validation import check_finite, check_ndim, check_params, check_shape, check_symmetric
+
+__all__ = [
+    "DeepLinear",
+    "LinearMoments",
+    "fisher_kron_factors",
+    "map_jacobian",
+    "moments",
+    "null_space_basis",
+    "null_space_direction",
+    "partial_products",
+    "total_map",
+    "whitened_moments",
+]
+
+
+# ============================================================================ data types
+@dataclass(frozen=True)
+class DeepLinear:
+    """Deep linear network f(x) = W_L ... W_1 x without biases (Huh 2020 Sec. 2;
+    Bernacchia 2018 eqs 1, 11).
+
+    Parameters
+    ----------
+    widths : tuple of int
+        (n0, n1, ..., nL): input width, hidden widths and output width; the depth is
+        L = len(widths) - 1 >= 1 and W_l has shape (n_l, n_{l-1}).
+
+    Raises
+    ------
+    ValueError
+        If ``widths`` is not a sequence of at least two positive integers.
+    """
+
+    widths: tuple[int, ...]
+
+    def __post_init__(self):
+        w = self.widths
+        ok = isinstance(w, (tuple, list)) and len(w) >= 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in w
+        )
+        if not ok:
+            raise ValueError(
+                f"widths: expected a tuple of at least 2 positive integers (n0, ..., nL), got {w!r}"
+            )
+        object.__setattr__(self, "widths", tuple(int(n) for n in w))
+
+    @property
+    def depth(self) -> int:
+        """Number of weight matrices L."""
+        return len(self.widths) - 1
+
+    @functools.cached_property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Shapes (n_l, n_{l-1}) of W_1, ..., W_L."""
+        return tuple((self.widths[i + 1], self.widths[i]) for i in range(self.depth))
+
+    @functools.cached_property
+    def num_params(self) -> int:
+        """Total number of parameters P = sum_l n_l n_{l-1}."""
+        return num_params(self.shapes)
+
+
+@dataclass(frozen=True)
+class LinearMoments:
+    """Second moments of a batch, all that the MSE loss of a deep linear network depends
+    on (Huh 2020 eq 1): L = 1/2 Tr[w̄ sxx w̄^T] - Tr[w̄ syx^T] + 1/2 syy.
+
+    Attributes
+    ----------
+    sxx : array (n0, n0)
+        Input correlation <x x^T> = (1/B) sum_b x_b x_b^T (Huh's Sigma_x).
+    syx : array (nL, n0)
+        Input-output correlation <y x^T>.
+    syy : 0-d array or real number
+        Mean squared target norm <||y||^2>; enters only the loss value.
+    count : int or None
+        Batch size B the moments were formed from (None for population moments such as
+        :func:`whitened_moments`).
+    """
+
+    sxx: Any
+    syx: Any
+    syy: Any
+    count: int | None = None
+
+
+def moments(x, y) -> LinearMoments:
+    """Batch moments sxx = <x x^T>, syx = <y x^T>, syy = <||y||^2> (Huh 2020 eq 1).
+
+    Parameters
+    ----------
+    x : array (B, n0)
+        Inputs, batch on the leading axis.
+    y : array (B, nL)
+        Targets.
+
+    Returns
+    -------
+    LinearMoments
+        With ``count = B``; arrays in the namespace, dtype and device of ``x``.
+    """
+    xp = backend.namespace_of(x=x, y=y)
+    check_ndim(x, 2, "x")
+    check_ndim(y, 2, "y")
+    backend.check_float(x, "x", xp)
+    if y.dtype != x.dtype:
+        raise TypeError(f"y: expected dtype {x.dtype} (like x), got {y.dtype}")
+    b = x.shape[0]
+    if b < 1:
+        raise ValueError(f"x: expected a batch of at least one sample, got shape {tuple(x.shape)}")
+    if y.shape[0] != b:
+        raise ValueError(f"y: expected {b} rows (the batch size of x), got shape {tuple(y.shape)}")
+    check_finite(x, "x", xp)
+    check_finite(y, "y", xp)
+    xt = x.T
+    return LinearMoments(sxx=(xt @ x) / b, syx=(y.T @ x) / b, syy=xp.asarray(xp.sum(y * y) / b), count=b)
+
+
+def whitened_moments(target_map, syy=None) -> LinearMoments:
+    """Population moments of whitened inputs, sxx = I, syx = target_map (Huh 2020 eq 1 with
+    Sigma_x = I and w̄_* = target_map).
+
+    Parameters
+    ----------
+    target_map : array (nL, n0)
+        The desired map w̄_* = <y x^T> Sigma_x^{-1}.
+    syy : float or 0-d array, optional
+        <||y||^2>. Defaults to ||target_map||_F^2 (noiseless targets y = w̄_* x), so that
+        the loss is exactly 1/2 ||w̄ - w̄_*||_F^2 = 1/2 Tr[Delta Delta^T].
+
+    Returns
+    -------
+    LinearMoments
+        With ``count = None``.
+    """
+    xp = backend.namespace_of(target_map=target_map)
+    check_ndim(target_map, 2, "target_map")
+    backend.check_float(target_map, "target_map", xp)
+    check_finite(target_map, "target_map", xp)
+    dev = backend.device_of(target_map)
+    eye = xp.eye(target_map.shape[1], dtype=target_map.dtype, device=dev)
+    if syy is None:
+        s = xp.asarray(xp.sum(target_map * target_map))
+    else:
+        s = xp.asarray(syy, dtype=target_map.dtype, device=dev)
+        if s.ndim != 0:
+            raise ValueError(f"syy: expected a scalar, got shape {tuple(s.shape)}")
+        check_finite(s, "syy", xp)
+    return LinearMoments(sxx=eye, syx=target_map, syy=s, count=None)
+
+
+# ============================================================================ validation
+def _check_model(model) -> None:
+    if not isinstance(model, DeepLinear):
+        raise TypeError(f"model: expected a DeepLinear, got {type(model).__name__}")
+
+
+def _check_loss(loss) -> None:
+    if not isinstance(loss, MSE):
+        raise TypeError(
+            f"loss: expected losses.MSE() (deep linear networks support only the squared error "
+            f"of Huh eq 1), got {loss!r}"
+        )
+
+
+def _leaves(name, value, out):
+    """Collect (name, leaf) pairs of tuples / LinearMoments / arrays (non-arrays kept)."""
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            _leaves(f"{name}[{i}]", v, out)
+    elif isinstance(value, LinearMoments):
+        _leaves(f"{name}.sxx", value.sxx, out)
+        _leaves(f"{name}.syx", value.syx, out)
+        if not _is_real_scalar(value.syy):  # a Python/NumPy number is converted in _batch_stats
+            _leaves(f"{name}.syy", value.syy, out)
+    else:
+        out.append((name, value))
+
+
+def _is_real_scalar(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not backend.is_array(v)
+
+
+def _namespace_pairs(pairs, named):
+    """Namespace shared by the array leaves ``pairs`` (fast path: one array type).
+
+    Raises TypeError naming a leaf that is not an array, or (through
+    :func:`backend.namespace_of`) the first argument whose namespace differs; checks devices.
+    """
+    if not pairs:
+        raise TypeError("expected at least one array argument, got none")
+    t = type(pairs[0][1])
+    if not all(type(a) is t for _, a in pairs) or not backend.is_array(pairs[0][1]):
+        for name, a in pairs:
+            if not backend.is_array(a):
+                raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
+        return backend.namespace_of(**named)
+    first = pairs[0][1]
+    xp = array_api_compat.array_namespace(first)
+    if not array_api_compat.is_numpy_array(first):  # NumPy arrays all live on the CPU
+        backend.check_same_device(pairs)
+    return xp
+
+
+def _namespace(**named):
+    """Namespace of all array leaves of the named arguments (see :func:`_namespace_pairs`)."""
+    pairs = []
+    for k, v in named.items():
+        _leaves(k, v, pairs)
+    return _namespace_pairs(pairs, named)
+
+
+def _all_finite(xp, pairs) -> None:
+    """Raise ValueError naming the first array with NaN/Inf (one pass, one host sync).
+
+    All arrays must share a dtype (checked before)."""
+    if not pairs:
+        return
+    flat = xp.concat([xp.reshape(a, (-1,)) for _, a in pairs])
+    if not bool(xp.all(xp.isfinite(flat))):
+        for name, a in pairs:
+            check_finite(a, name, xp)
+
+
+def _check_dtype(arr, dtype, name) -> None:
+    if arr.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype} (like params), got {arr.dtype}")
+
+
+def _check_tree(tree, shapes, name) -> None:
+    """Fast check that ``tree`` is a tuple of arrays of exactly ``shapes``."""
+    if isinstance(tree, (tuple, list)) and len(tree) == len(shapes):
+        for i, (p, s) in enumerate(zip(tree, shapes)):
+            sh = getattr(p, "shape", None)
+            if sh is None:
+                raise TypeError(f"{name}[{i}]: expected an array of shape {s}, got {type(p).__name__}")
+            if tuple(sh) != s:
+                break
+        else:
+            return
+    check_params(tree, shapes, name)
+
+
+def _prepare(model, params, *, tangents=(), arrays=(), batch=None, loss=None):
+    """Validate model, loss, params, parameter-shaped tangents, extra arrays and the batch's
+    namespace, dtype and finiteness (shapes of the batch: :func:`_batch_stats`); return xp.
+
+    ``tangents`` is a sequence of (name, tuple) and ``arrays`` of (name, array); ``batch``
+    is a tuple (x, y) or LinearMoments.
+    """
+    _check_model(model)
+    if loss is not None:
+        _check_loss(loss)
+    shapes = model.shapes
+    _check_tree(params, shapes, "params")
+    named = {"params": tuple(params)}
+    pairs = [(f"params[{i}]", p) for i, p in enumerate(params)]
+    for tname, t in tangents:
+        _check_tree(t, shapes, tname)
+        named[tname] = tuple(t)
+        pairs += [(f"{tname}[{i}]", p) for i, p in enumerate(t)]
+    for aname, a in arrays:
+        named[aname] = a
+        pairs.append((aname, a))
+    if batch is not None:
+        if isinstance(batch, LinearMoments):
+            named["batch"] = batch
+            _leaves("batch", batch, pairs)
+        elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+            named["batch x"], named["batch y"] = batch
+            pairs += [("batch x", batch[0]), ("batch y", batch[1])]
+        else:
+            raise TypeError(f"batch: expected a tuple (x, y) or LinearMoments, got {type(batch).__name__}")
+    xp = _namespace_pairs(pairs, named)
+    backend.check_float(params[0], "params[0]", xp)
+    dt = params[0].dtype
+    for name, a in pairs:
+        if a.dtype != dt:
+            raise TypeError(f"{name}: expected dtype {dt} (like params), got {a.dtype}")
+    _all_finite(xp, pairs)
+    return xp
+
+
+def _check_x(model, xp, x, dtype, name="x"):
+    check_ndim(x, 2, name)
+    check_shape(x, (None, model.widths[0]), name)
+    _check_dtype(x, dtype, name)
+
+
+def _chain_widths(params, name="params"):
+    """Widths (n0, ..., nL) implied by a parameter tuple, checking the chain of shapes."""
+    if not isinstance(params, (tuple, list)) or len(params) < 1:
+        raise TypeError(f"{name}: expected a non-empty tuple of matrices (W_1, ..., W_L), got {params!r}")
+    for i, p in enumerate(params):
+        check_ndim(p, 2, f"{name}[{i}]")
+    widths = [params[0].shape[1]] + [p.shape[0] for p in params]
+    for i in range(1, len(params)):
+        if params[i].shape[1] != params[i - 1].shape[0]:
+            raise ValueError(
+                f"{name}[{i}]: expected shape (*, {params[i - 1].shape[0]}) "
+                f"(columns = rows of {name}[{i - 1}]), got {tuple(params[i].shape)}"
+            )
+    return tuple(widths)
+
+
+# ============================================================================ products
+def _eye(xp, n, like):
+    return xp.eye(n, dtype=like.dtype, device=backend.device_of(like))
+
+
+def _prefixes(xp, params):
+    """[W_{<1}, ..., W_{<L}, w̄]: W_{<1} = I, W_{<i+1} = W_i W_{<i}; the last is the total map."""
+    out = [_eye(xp, params[0].shape[1], params[0]), params[0]]
+    for w in params[1:]:
+        out.append(w @ out[-1])
+    return out
+
+
+def _suffixes(xp, params):
+    """[W_{>1}, ..., W_{>L}]: W_{>L} = I, W_{>i-1} = W_{>i} W_i."""
+    out = [_eye(xp, params[-1].shape[0], params[-1])]
+    for w in params[:0:-1]:
+        out.append(out[-1] @ w)
+    return out[::-1]
+
+
+def _back(params, top):
+    """[W_{>1}^T top, ..., W_{>L}^T top] by the reverse recursion R_{i-1} = W_i^T R_i."""
+    out = [top]
+    for w in params[:0:-1]:
+        out.append(w.T @ out[-1])
+    return out[::-1]
+
+
+def _outer(rs, pre):
+    """(R_1, R_2 W_{<2}^T, ..., R_L W_{<L}^T): the layer gradients W_{>i}^T M W_{<i}^T from
+    R_i = W_{>i}^T M (W_{<1} = I needs no product)."""
+    return (rs[0],) + tuple(r @ p.T for r, p in zip(rs[1:], pre[1:]))
+
+
+def total_map(params):
+    """Input-output map w̄ = W_L ... W_1 of a deep linear network (Huh 2020 Sec. 2).
+
+    Parameters
+    ----------
+    params : tuple of arrays
+        (W_1, ..., W_L), W_l of shape (n_l, n_{l-1}).
+
+    Returns
+    -------
+    array (nL, n0)
+    """
+    _chain_widths(params)
+    xp = _namespace(params=tuple(params))
+    out = params[0]
+    for w in params[1:]:
+        out = w @ out
+    return xp.asarray(out, copy=True) if out is params[0] else out
+
+
+def partial_products(params):
+    """Prefix and suffix products of the weights (Bernacchia 2018 eqs 11-12).
+
+    Returns ``(prefix, suffix)``, two tuples of length L indexed like ``params``:
+    ``prefix[k] = W_{<k+1} = W_k ... W_1`` (the map into layer k+1; identity for k = 0)
+    and ``suffix[k] = W_{>k+1} = W_L ... W_{k+2}`` (the map out of layer k+1; identity
+    for k = L-1), so that ``suffix[k] @ params[k] @ prefix[k]`` is the total map for every
+    k. In the 1-based notation of the papers, prefix[i-1] = W_{<i}, suffix[i-1] = W_{>i}.
+
+    Parameters
+    ----------
+    params : tuple of arrays
+        (W_1, ..., W_L).
+
+    Returns
+    -------
+    prefix, suffix : tuple of arrays
+        prefix[k] of shape (n_k, n0), suffix[k] of shape (nL, n_{k+1}).
+    """
+    _chain_widths(params)
+    xp = _namespace(params=tuple(params))
+    pre = _prefixes(xp, params)[:-1]
+    if len(pre) > 1:
+        pre[1] = xp.asarray(pre[1], copy=True)  # W_{<2} = W_1: do not hand out the caller's array
+    return tuple(pre), tuple(_suffixes(xp, params))
+
+
+# ============================================================================ batch statistics
+class _Stats:
+    """Batch statistics for the closed forms: sxx, residual moment e, loss, total map."""
+
+    __slots__ = ("sxx", "e", "loss", "wbar", "prefix")
+
+
+def _batch_stats(xp, model, params, batch, *, need_sxx, need_e, need_loss, prefix=None):
+    """Statistics of ``batch`` (tuple (x, y) or LinearMoments) needed by a routine; checks
+    its shapes (namespace, dtype and finiteness are checked by :func:`_prepare`).
+
+    ``prefix`` = [W_{<1}, ..., W_{<L}, w̄] when the caller has it (needed for e and loss).
+    From a raw batch: sxx = x^T x / B; residual r = x w̄^T - y, e = r^T x / B,
+    loss = sum(r^2) / (2B). From moments: e = w̄ sxx - syx, loss by Huh eq 1.
+    """
+    n0, nl = model.widths[0], model.widths[-1]
+    dt = params[0].dtype
+    st = _Stats()
+    st.sxx = st.e = st.loss = None
+    if (need_e or need_loss) and prefix is None:
+        prefix = _prefixes(xp, params)
+    st.prefix = prefix
+    st.wbar = prefix[-1] if prefix is not None else None
+    if isinstance(batch, LinearMoments):
+        sxx, syx, syy = batch.sxx, batch.syx, batch.syy
+        if _is_real_scalar(syy):
+            if not math.isfinite(float(syy)):
+                raise ValueError(f"batch.syy: expected a finite value, got {syy!r}")
+            syy = xp.asarray(float(syy), dtype=dt, device=backend.device_of(params[0]))
+        for name, a, shape in (("batch.sxx", sxx, (n0, n0)), ("batch.syx", syx, (nl, n0)), ("batch.syy", syy, ())):
+            check_shape(a, shape, name)
+        check_symmetric(sxx, "batch.sxx", xp)
+        st.sxx = sxx
+        if need_e or need_loss:
+            ws = st.wbar @ sxx
+            if need_e:
+                st.e = ws - syx
+            if need_loss:
+                st.loss = xp.asarray(0.5 * xp.sum(ws * st.wbar) - xp.sum(st.wbar * syx) + 0.5 * syy)
+        return st
+    x, y = batch
+    _check_x(model, xp, x, dt, "batch x")
+    b = x.shape[0]
+    if b < 1:
+        raise ValueError(f"batch x: expected a batch of at least one sample, got shape {tuple(x.shape)}")
+    check_shape(y, (b, nl), "batch y")
+    xt = x.T
+    if need_sxx:
+        st.sxx = (xt @ x) / b
+    if need_e or need_loss:
+        r = x @ st.wbar.T - y
+        if need_e:
+            st.e = (r.T @ x) / b
+        if need_loss:
+            st.loss = xp.asarray(0.5 * xp.sum(r * r) / b)
+    return st
+
+
+# ============================================================================ interface: passes
+@_itf.param_shapes.register(DeepLinear)
+def _param_shapes(model):
+    """Shapes (n_l, n_{l-1}) of W_1, ..., W_L."""
+    return model.shapes
+
+
+@_itf.init_params.register(DeepLinear)
+def _init_params(model, seed, xp=None, *, dtype=None, device=None, scale=1.0, method="gaussian"):
+    """Seeded weights: ``method="gaussian"`` draws W_l ~ N(0, scale^2 / n_{l-1}) entrywise;
+    ``method="orthogonal"`` gives (semi-)orthogonal W_l times ``scale`` (Saxe et al. 2013,
+    Huh S.I.3). Same values on every namespace for the same seed."""
+    if xp is None:
+        xp = backend.namespace_by_name("numpy")
+    dt = backend.float_dtype(xp, dtype)
+    g = backend.rng(seed)
+    if method == "gaussian":
+        return tuple(
+            backend.normal(g, s, xp, dtype=dt, device=device, scale=scale / math.sqrt(s[1])) for s in model.shapes
+        )
+    if method == "orthogonal":
+        return tuple(backend.orthogonal(g, s, xp, gain=scale, dtype=dt, device=device) for s in model.shapes)
+    raise ValueError(f"method: expected 'gaussian' or 'orthogonal', got {method!r}")
+
+
+@_itf.forward.register(DeepLinear)
+def _forward(model, params, x):
+    """f(x) = x W_1^T ... W_L^T for a batch x of shape (B, n0); returns (B, nL)."""
+    xp = _prepare(model, params, arrays=(("x", x),))
+    _check_x(model, xp, x, params[0].dtype)
+    h = x
+    for w in params:
+        h = h @ w.T
+    return h
+
+
+@_itf.jvp.register(DeepLinear)
+def _jvp(model, params, x, tangent):
+    """Tangent pass: h_l = h_{l-1} W_l^T, t_l = t_{l-1} W_l^T + h_{l-1} V_l^T with t_0 = 0.
+
+    Returns ``(f(x), J tangent)``, both (B, nL).
+    """
+    xp = _prepare(model, params, tangents=(("tangent", tangent),), arrays=(("x", x),))
+    _check_x(model, xp, x, params[0].dtype)
+    h = x @ params[0].T
+    t = x @ tangent[0].T
+    for w, v in zip(params[1:], tangent[1:]):
+        t = t @ w.T + h @ v.T
+        h = h @ w.T
+    return h, t
+
+
+@_itf.vjp.register(DeepLinear)
+def _vjp(model, params, x, cotangent):
+    """Reverse pass: with c_L = cotangent, grad_l = c_l^T h_{l-1}, c_{l-1} = c_l W_l.
+
+    Returns sum_b J_b^T cotangent_b shaped like ``params`` (no 1/B).
+    """
+    xp = _prepare(model, params, arrays=(("x", x), ("cotangent", cotangent)))
+    _check_x(model, xp, x, params[0].dtype)
+    check_shape(cotangent, (x.shape[0], model.widths[-1]), "cotangent")
+    hs = [x]
+    for w in params[:-1]:
+        hs.append(hs[-1] @ w.T)
+    c = cotangent
+    grads = []
+    for w, h in zip(params[::-1], hs[::-1]):
+        grads.append(c.T @ h)
+        c = c @ w
+    return tuple(grads[::-1])
+
+
+# ============================================================================ interface: curvature
+@_itf.value_and_grad.register(DeepLinear)
+def _value_and_grad(model, params, batch, loss=MSE()):
+    """Mean MSE loss and gradient g_i = W_{>i}^T E W_{<i}^T with the residual moment
+    E = <(f(x) - y) x^T> = w̄ Sxx - Syx (Huh 2020 Sec. 2: g = J Delta for Sxx = I;
+    Bernacchia 2018 eq 13). ``batch`` is (x, y) or :class:`LinearMoments`."""
+    xp = _prepare(model, params, batch=batch, loss=loss)
+    st = _batch_stats(xp, model, params, batch, need_sxx=False, need_e=True, need_loss=True)
+    rs = _back(params, st.e)
+    return st.loss, _outer(rs, st.prefix)
+
+
+@_itf.jacobian.register(DeepLinear)
+def _jacobian(model, params, x):
+    """Explicit output Jacobian (B, nL, P) in closed form:
+    d f_o(x_b) / d (W_i)_{ac} = (W_{>i})_{oa} (W_{<i} x_b)_c (spec 3.1)."""
+    xp = _prepare(model, params, arrays=(("x", x),))
+    _check_x(model, xp, x, params[0].dtype)
+    b, nl = x.shape[0], model.widths[-1]
+    pre = _prefixes(xp, params)
+    suf = _suffixes(xp, params)
+    blocks = []
+    for (ni, nim1), p, s in zip(model.shapes, pre, suf):
+        h = x @ p.T if p is not pre[0] else x  # (B, n_{i-1}) activations entering layer i
+        blk = xp.reshape(s, (1, nl, ni, 1)) * xp.reshape(h, (b, 1, 1, nim1))
+        blocks.append(xp.reshape(blk, (b, nl, ni * nim1)))
+    return xp.concat(blocks, axis=-1)
+
+
+def map_jacobian(model, params):
+    """Explicit Jacobian of the total map, d vec_r(w̄) / d theta, shape (nL*n0, P).
+
+    Its layer-i block is kron(W_{>i}, W_{<i}^T) (row-major vec: w̄ = W_{>i} W_i W_{<i}
+    gives vec_r(dw̄) = kron(W_{>i}, W_{<i}^T) vec_r(dW_i)); this is Huh's J (Sec. 2,
+    J_i = d w̄ / d w_i), and G = J^T kron(I, Sxx) J.
+
+    Parameters
+    ----------
+    model : DeepLinear
+    params : tuple of arrays
+
+    Returns
+    -------
+    array (nL * n0, P)
+    """
+    xp = _prepare(model, params)
+    n0, nl = model.widths[0], model.widths[-1]
+    pre = _prefixes(xp, params)
+    suf = _suffixes(xp, params)
+    blocks = []
+    for (ni, nim1), p, s in zip(model.shapes, pre, suf):
+        blk = xp.reshape(s, (nl, 1, ni, 1)) * xp.reshape(p.T, (1, n0, 1, nim1))
+        blocks.append(xp.reshape(blk, (nl * n0, ni * nim1)))
+    return xp.concat(blocks, axis=1)
+
+
+def _map_tangent(xp, params, v, pre):
+    """dw̄ = sum_j W_{>j} V_j W_{<j} by the forward recursion T_{l+1} = W_{l+1} T_l + V_{l+1} W_{<l+1}.
+
+    Returns the list [dW_{<1} = 0, dW_{<2}, ..., dW_{<L}, dw̄] (first entry None).
+    """
+    out = [None, v[0]]
+    for w, vv, p in zip(params[1:], v[1:], pre[1:]):
+        out.append(w @ out[-1] + vv @ p)
+    return out
+
+
+@_itf.ggn_vp.register(DeepLinear)
+def _ggn_vp(model, params, batch, v, loss=MSE()):
+    """Matrix-free GGN product (Huh 2020 eq 3 generalized to depth L and Sigma_x):
+    Gv_i = W_{>i}^T dw̄ Sxx W_{<i}^T with dw̄ = sum_j W_{>j} V_j W_{<j}.
+
+    Cost: about 5L small matrix products (vs 3L for the gradient) once Sxx is formed.
+    """
+    xp = _prepare(model, params, tangents=(("v", v),), batch=batch, loss=loss)
+    st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=False, need_loss=False)
+    pre = [None, params[0]]  # W_{<1} = I is never multiplied
+    for w in params[1:-1]:
+        pre.append(w @ pre[-1])
+    dw = _map_tangent(xp, params, v, pre)[-1]
+    rs = _back(params, dw @ st.sxx)
+    return _outer(rs, pre)
+
+
+@_itf.hvp.register(DeepLinear)
+def _hvp(model, params, batch, v, loss=MSE()):
+    """Exact Hessian-vector product (Huh 2020 eq 2 generalized to depth L and Sigma_x):
+
+    Hv_i = d/dt [W_{>i}^T E W_{<i}^T] = W_{>i}^T (dw̄ Sxx) W_{<i}^T      (GGN, Huh eq 3)
+           + dW_{>i}^T E W_{<i}^T + W_{>i}^T E dW_{<i}^T                 (J' Delta term)
+
+    with E = w̄ Sxx - Syx the residual moment and dW_{<i}, dW_{>i} the derivatives of the
+    partial products along V (forward-over-reverse, about 8L small products).
+    """
+    xp = _prepare(model, params, tangents=(("v", v),), batch=batch, loss=loss)
+    pre = _prefixes(xp, params)
+    st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=True, need_loss=False, prefix=pre)
+    dpre = _map_tangent(xp, params, v, pre)
+    de = dpre[-1] @ st.sxx
+    # reverse pass and its tangent: R_i = W_{>i}^T E, dR_i = dW_{>i}^T E + W_{>i}^T dE
+    r, dr = st.e, de
+    out = [None] * len(params)
+    last = len(params) - 1
+    for i in range(last, 0, -1):
+        out[i] = dr @ pre[i].T + r @ dpre[i].T
+        w = params[i]
+        dr = w.T @ dr + v[i].T @ r
+        r = w.T @ r
+    out[0] = dr  # W_{<1} = I and dW_{<1} = 0
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- Kronecker structure
+def _kron(xp, a, b):
+    """kron(a, b) for 2-D arrays via broadcasting (row-major Kronecker product)."""
+    m, n = a.shape
+    p, q = b.shape
+    return xp.reshape(xp.reshape(a, (m, 1, n, 1)) * xp.reshape(b, (1, p, 1, q)), (m * p, n * q))
+
+
+def _ggn_factors(model, params, batch, loss):
+    """(xp, prefix list, suffix list, Sxx) for the Kronecker forms."""
+    xp = _prepare(model, params, batch=batch, loss=loss)
+    st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=False, need_loss=False)
+    pre = _prefixes(xp, params)[:-1]
+    suf = _suffixes(xp, params)
+    return xp, pre, suf, st.sxx
+
+
+def _cross_factors(xp, pre, suf, sxx):
+    """All-pairs factors: A[i][j] = W_{>i}^T W_{>j}, C[i][j] = W_{<i} Sxx W_{<j}^T, from two
+    products of stacked factors (rows/columns sliced per layer)."""
+    st = xp.concat([s.T for s in suf], axis=0)  # (sum n_i, nL)
+    pc = xp.concat(pre, axis=0)  # (sum n_{i-1}, n0)
+    a_all = st @ st.T
+    c_all = (pc @ sxx) @ pc.T
+    ra = _offsets([s.shape[1] for s in suf])
+    rc = _offsets([p.shape[0] for p in pre])
+    return a_all, c_all, ra, rc
+
+
+def _offsets(sizes):
+    out, start = [], 0
+    for n in sizes:
+        out.append((start, start + n))
+        start += n
+    return out
+
+
+@_itf.ggn_matrix.register(DeepLinear)
+def _ggn_matrix(model, params, batch, loss=MSE()):
+    """Explicit P x P GGN through its Kronecker structure (Bernacchia 2018 eq 22):
+    block (i, j) = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T) in the row-major flat order.
+
+    Equal widths: one broadcasted product of shape (L, n, n, L, n^2) reshaped to (P, P);
+    general widths: Kronecker blocks concatenated. Cost O(P^2) memory writes plus
+    O(L^2 n^3) for the factors W_{>i}^T W_{>j} and W_{<i} Sxx W_{<j}^T.
+    """
+    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    a_all, c_all, ra, rc = _cross_factors(xp, pre, suf, sxx)
+    L = model.depth
+    n = model.widths[0]
+    if all(w == n for w in model.widths):
+        # G[i, a, c, j, a', c'] = A[i, a, j, a'] C[i, c, j, c']. Expanding both factors over the
+        # merged last axis (a', c') first (2 L^2 n^3 entries) lets the product run over
+        # contiguous rows of length n^2 instead of n: about twice as fast as a plain broadcast.
+        nn = n * n
+        ae = xp.reshape(xp.broadcast_to(xp.reshape(a_all, (L, n, L, n, 1)), (L, n, L, n, n)), (L, n, 1, L, nn))
+        ce = xp.reshape(xp.broadcast_to(xp.reshape(c_all, (L, n, L, 1, n)), (L, n, L, n, n)), (L, 1, n, L, nn))
+        p = L * nn
+        return xp.reshape(ae * ce, (p, p))
+    rows = []
+    for (a0, a1), (c0, c1) in zip(ra, rc):
+        rows.append(
+            xp.concat([_kron(xp, a_all[a0:a1, b0:b1], c_all[c0:c1, d0:d1]) for (b0, b1), (d0, d1) in zip(ra, rc)],
+                      axis=1)
+        )
+    return xp.concat(rows, axis=0)
+
+
+@_itf.ggn_blocks.register(DeepLinear)
+def _ggn_blocks(model, params, batch, loss=MSE()):
+    """GGN layer blocks G_ij = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T) (Bernacchia 2018
+    eq 22 in row-major order); ``blocks[i][j]`` has shape (P_i, P_j)."""
+    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    a_all, c_all, ra, rc = _cross_factors(xp, pre, suf, sxx)
+    return tuple(
+        tuple(_kron(xp, a_all[a0:a1, b0:b1], c_all[c0:c1, d0:d1]) for (b0, b1), (d0, d1) in zip(ra, rc))
+        for (a0, a1), (c0, c1) in zip(ra, rc)
+    )
+
+
+@_itf.ggn_block_diag.register(DeepLinear)
+def _ggn_block_diag(model, params, batch, loss=MSE()):
+    """Diagonal GGN blocks G_ii = kron(E_i, A_i) (Bernacchia 2018 eqs 14, 15, 22)."""
+    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    return tuple(_kron(xp, s.T @ s, (p @ sxx) @ p.T) for p, s in zip(pre, suf))
+
+
+def fisher_kron_factors(model, params, batch, loss=MSE()):
+    """Kronecker factors of the diagonal Fisher (= GGN) blocks of a deep linear network.
+
+    For each layer i returns ``(E_i, A_i)`` with
+
+    * A_i = <x_{i-1} x_{i-1}^T> = W_{<i} Sxx W_{<i}^T, the input covariance of layer i
+      (Bernacchia 2018 eq 15), shape (n_{i-1}, n_{i-1});
+    * E_i = <e_i e_i^T> = W_{>i}^T W_{>i}, the covariance of the back-propagated error
+      under the model's predictive distribution N(f(x), I) (Bernacchia eq 14 with
+      Sigma~ = I), shape (n_i, n_i);
+
+    so that the diagonal GGN block is G_ii = kron(E_i, A_i) in the library's row-major
+    flat order. Bernacchia eq 22 writes F_ii = <x x^T> kron <e e^T>, which is the same
+    matrix for the column-major vec of W_i.
+
+    Parameters
+    ----------
+    model : DeepLinear
+    params : tuple of arrays
+    batch : tuple (x, y) or LinearMoments
+        Only Sxx is used (targets never enter the Fisher, Bernacchia Sec. 5).
+    loss : MSE, optional
+
+    Returns
+    -------
+    tuple of (E_i, A_i) pairs, one per layer.
+    """
+    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    return tuple((s.T @ s, (p @ sxx) @ p.T) for p, s in zip(pre, suf))
+
+
+@_itf.hessian_matrix.register(DeepLinear)
+def _hessian_matrix(model, params, batch, loss=MSE()):
+    """Explicit P x P Hessian in closed form: GGN (Bernacchia eq 22) plus the J' Delta term
+    (Huh 2020 Sec. 2, H = J J^T + J' Delta). For layers i < j the second term's block is
+
+        T_ij[(a, c), (q, p)] = (W_{j-1} ... W_{i+1})_{pa} (W_{>j}^T E W_{<i}^T)_{qc},
+
+    T_ji = T_ij^T, T_ii = 0, with E = w̄ Sxx - Syx.
+    """
+    xp = _prepare(model, params, batch=batch, loss=loss)
+    pre_all = _prefixes(xp, params)
+    st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=True, need_loss=False, prefix=pre_all)
+    pre = pre_all[:-1]
+    suf = _suffixes(xp, params)
+    a_all, c_all, ra, rc = _cross_factors(xp, pre, suf, st.sxx)
+    rs = _back(params, st.e)  # R_j = W_{>j}^T E
+    L = model.depth
+    shapes = model.shapes
+    blocks = [[None] * L for _ in range(L)]
+    for i in range(L):
+        (a0, a1), (c0, c1) = ra[i], rc[i]
+        blocks[i][i] = _kron(xp, a_all[a0:a1, a0:a1], c_all[c0:c1, c0:c1])
+        ni, nim1 = shapes[i]
+        m = _eye(xp, ni, params[0])  # W_{j-1} ... W_{i+1} for j = i+1
+        for j in range(i + 1, L):
+            (b0, b1), (d0, d1) = ra[j], rc[j]
+            nj, njm1 = shapes[j]
+            k = rs[j] @ pre[i].T  # (n_j, n_{i-1})
+            t = xp.reshape(xp.reshape(m.T, (ni, 1, 1, njm1)) * xp.reshape(k.T, (1, nim1, nj, 1)),
+                           (ni * nim1, nj * njm1))
+            g = _kron(xp, a_all[a0:a1, b0:b1], c_all[c0:c1, d0:d1])
+            blocks[i][j] = g + t
+            blocks[j][i] = blocks[i][j].T
+            m = params[j] @ m
+    return xp.concat([xp.concat(row, axis=1) for row in blocks], axis=0)
+
+
+# ============================================================================ null space
+def null_space_direction(params, i, m):
+    """Null-update of Huh 2020 Sec. 2: the tangent that is ``m W_i`` at layer i,
+    ``-W_{i+1} m`` at layer i+1 and zero elsewhere.
+
+    It is the derivative at t = 0 of the symmetry W_i -> (I + t m) W_i,
+    W_{i+1} -> W_{i+1} (I + t m)^{-1}, which leaves w̄ unchanged, so it lies in the null
+    space of the GGN (Hessian+): G n = 0.
+
+    Parameters
+    ----------
+    params : tuple of arrays
+        (W_1, ..., W_L) with L >= 2.
+    i : int
+        Hidden layer, 1-based: 1 <= i <= L-1 (between W_i and W_{i+1}).
+    m : array (n_i, n_i)
+        Any square matrix.
+
+    Returns
+    -------
+    tuple of arrays shaped like ``params``.
+    """
+    widths = _chain_widths(params)
+    L = len(widths) - 1
+    if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= L - 1:
+        raise ValueError(f"i: expected a hidden layer index 1 <= i <= {L - 1} (L = {L}), got {i!r}")
+    xp = _namespace(params=tuple(params), m=m)
+    check_shape(m, (widths[i], widths[i]), "m")
+    _check_dtype(m, params[0].dtype, "m")
+    out = [xp.zeros_like(p) for p in params]
+    out[i - 1] = m @ params[i - 1]
+    out[i] = -(params[i] @ m)
+    return tuple(out)
+
+
+def null_space_basis(model, params):
+    """All null-updates of Huh 2020 Sec. 2 for elementary matrices m = e_a e_b^T, stacked.
+
+    Row k is the flat tangent (row-major, like :func:`arraycurv.flatten`) of
+    :func:`null_space_direction` for hidden layer i and m = e_a e_b^T, in the order
+    i = 1..L-1, a = 0..n_i-1, b = 0..n_i-1. The rows span the symmetry directions
+    (they need not be linearly independent, e.g. at rank-deficient weights) and every
+    one is annihilated by the GGN and by the map Jacobian.
+
+    Returns
+    -------
+    array (K, P), K = sum_{i=1}^{L-1} n_i^2 (K = 0 for depth 1).
+    """
+    xp = _prepare(model, params)
+    shapes = model.shapes
+    P = model.num_params
+    offs = _offsets([a * b for a, b in shapes])
+    rows = []
+    for i in range(1, model.depth):
+        ni = model.widths[i]
+        wi, wn = params[i - 1], params[i]
+        nim1, nip1 = shapes[i - 1][1], shapes[i][0]
+        eye = _eye(xp, ni, wi)
+        # m W_i for m = e_a e_b^T: row a equals row b of W_i
+        d1 = xp.reshape(xp.reshape(eye, (ni, 1, ni, 1)) * xp.reshape(wi, (1, ni, 1, nim1)), (ni * ni, ni * nim1))
+        # -W_{i+1} m: column b equals -(column a of W_{i+1})
+        d2 = -xp.reshape(xp.reshape(wn.T, (ni, 1, nip1, 1)) * xp.reshape(eye, (1, ni, 1, ni)), (ni * ni, nip1 * ni))
+        parts = []
+        if offs[i - 1][0] > 0:
+            parts.append(xp.zeros((ni * ni, offs[i - 1][0]), dtype=wi.dtype, device=backend.device_of(wi)))
+        parts += [d1, d2]
+        if offs[i][1] < P:
+            parts.append(xp.zeros((ni * ni, P - offs[i][1]), dtype=wi.dtype, device=backend.device_of(wi)))
+        rows.append(xp.concat(parts, axis=1))
+    if not rows:
+        return xp.zeros((0, P), dtype=params[0].dtype, device=backend.device_of(params[0]))
+    return xp.concat(rows, axis=0)
+

@@ -1,0 +1,529 @@
+"""Fractional curvature correction: q-NGD directions d = -(G^+)^{1/q} g (spec 3.5).
+
+Huh (2020) Sec. 3 ("Fractional Natural Gradient Descent") defines the q-th root NGD as the
+minimum-norm solution of ``(H_+)^{1/q} w_dot + eta g = 0``, i.e.
+
+    w_dot = -eta (G^+)^{1/q} g,       q >= 1,
+
+with G the GGN (Huh's Hessian_+). q = 1 is natural gradient descent (NGD, eq 9), q = 2
+is sqrt-NGD, q -> inf is gradient descent (SGD, eq 4). The functions here return the
+*direction* ``d = -(G^+)^{1/q} g`` (no learning rate), shaped like ``params``.
+
+Three exact forms, which agree to rounding (tested):
+
+``full``
+    materialize the P x P GGN and apply ``psd_power(G, -1/q)`` to the flat gradient.
+``dual``
+    the kernel form. With A the (B k, P) matrix of stacked rows ``S_b J_b / sqrt(B)``
+    (S_b the symmetric factor of the loss Hessian, H_b = S_b^T S_b), G = A^T A. The
+    gradient is g = (1/B) sum_b J_b^T grad_b = A^T s with ``s_b = (S_b^T)^+ grad_b /
+    sqrt(B)`` (for MSE S_b = I and s_b = r_b / sqrt(B); for softmax cross-entropy
+    grad_b = p_b - e_y lies in range(H_b) = range(S_b^T), so the pseudo-inverse is exact).
+    For any function f, f(A^T A) A^T = A^T f(A A^T) (use the SVD of A), hence
+
+        (A^T A + damping I)^{-1/q} g = A^T (A A^T + damping I)^{-1/q} s,
+
+    exactly, also with Levenberg-Marquardt damping and with the pseudo-inverse power
+    (components of s in null(A A^T) = null(A^T) are annihilated by A^T). Only the
+    (B k) x (B k) Gram matrix is decomposed.
+``map``
+    deep linear networks only, Huh S.I.1: d_i = -W_{>i}^T U W_{<i}^T with a map-space
+    multiplier U. Write the GGN as G = J^T M J, J: dw -> dW = sum_i W_{>i} dW_i W_{<i}
+    the map Jacobian and M(dW) = dW Sxx the map-space metric of the input second moment
+    Sxx (loss L = 1/2 tr(W Sxx W^T) - tr(W Syx^T) + c). The gradient is g = J^T R with
+    R = W Sxx - Syx = <(f(x) - y) x^T>. Factor Sxx = C^T C (C of shape (r, n0)) and
+    write R = S C (possible because the rows of R lie in the span of the inputs). Then
+    A(dw) = J(dw) C^T satisfies G = A^T A and g = A^T S with A^T(Lambda) = J^T(Lambda C),
+    and the dual identity gives
+
+        d = -J^T [ Lambda_q C ],   Lambda_q = (K + damping)^{+1/q} S,
+        K(Lambda) = A A^T (Lambda) = sum_i W_{>i} W_{>i}^T Lambda (C W_{<i}^T W_{<i} C^T),
+
+    the generalized Sylvester operator of Huh S.I.9-10 (for whitened inputs C = I, S = R
+    and U = Lambda_q exactly as in the paper). From a raw batch, C and S come from a thin
+    QR of X / sqrt(B) = Q C (S = E^T Q / sqrt(B), E the residuals; for B < n0 simply
+    C = X / sqrt(B), S = E^T / sqrt(B)), so no inverse is formed; from LinearMoments,
+    C = Sxx^{1/2} and S = R Sxx^{+1/2}. K acts on (nL, r) matrices (r = n0, or B < n0);
+    it is materialized as the Kronecker sum ``sum_i kron(P_i, Q_i)`` of size (nL r)^2 and
+    raised to the power -1/q; for NGD (q = 1) of a depth-2 network with whitened inputs
+    it is the plain Sylvester equation W2 W2^T Lambda + Lambda W1^T W1 = R, solved with
+    two eigendecompositions (:func:`arraycurv.linalg.solve_sylvester`).
+
+All three decompose matrices with the same non-zero spectrum (that of G), so the cut-off
+``rcond`` (relative to the largest eigenvalue) means the same thing in every form; its
+default is ``P * eps`` of the dtype, P the number of parameters, in every form.
+
+Also here: the block-diagonal rules NGD-d / sqrt-NGD-d / q-NGD-d (Huh eqs 19-21,
+footnote 4), the regularized NGD of Huh S.I.15, and update-speed clipping (Huh Sec. 6).
+See ``docs/rules.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+from . import backend
+from .deep_linear import DeepLinear, LinearMoments, fisher_kron_factors, moments, partial_products, total_map
+from .interface import forward, ggn_block_diag, ggn_matrix, jacobian, param_shapes, value_and_grad
+from .linalg import kron, kron_psd_power_apply, psd_power, solve_sylvester
+from .losses import MSE, loss_grad, loss_hessian_factor
+from .params import flatten, num_params, unflatten
+from .validation import check_finite
+
+__all__ = [
+    "FORMS",
+    "clip_direction",
+    "qngd_blockdiag_direction",
+    "qngd_direction",
+    "qngd_direction_dual",
+    "qngd_direction_full",
+    "qngd_direction_map",
+    "regularized_ngd_direction",
+]
+
+#: Names accepted by ``qngd_direction(..., form=...)``.
+FORMS = ("auto", "full", "dual", "map")
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_q(q) -> float:
+    if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or q < 1:
+        raise ValueError(f"q: expected a real number >= 1 (math.inf for SGD), got {q!r}")
+    return float(q)
+
+
+def _check_nonneg(value, name: str, *, allow_inf: bool = False) -> float:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value) and value >= 0
+    if ok and not allow_inf and math.isinf(value):
+        ok = False
+    if not ok:
+        what = "a real number >= 0" + (" (math.inf allowed)" if allow_inf else " (finite)")
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return float(value)
+
+
+def _check_rcond(rcond):
+    if rcond is None:
+        return None
+    return _check_nonneg(rcond, "rcond")
+
+
+def _check_params(model, params):
+    xp = backend.namespace_of(params=tuple(params))
+    shapes = param_shapes(model)
+    if not isinstance(params, (tuple, list)) or len(params) != len(shapes):
+        raise ValueError(
+            f"params: expected a tuple of {len(shapes)} arrays (shapes {list(shapes)}), got "
+            f"{len(params) if isinstance(params, (tuple, list)) else type(params).__name__}"
+        )
+    for i, (p, s) in enumerate(zip(params, shapes)):
+        if tuple(p.shape) != tuple(s):
+            raise ValueError(f"params[{i}]: expected shape {tuple(s)}, got {tuple(p.shape)}")
+        backend.check_float(p, f"params[{i}]", xp)
+    _check_finite_tree(params, "params", xp)
+    return xp
+
+
+def _check_finite_tree(tree, name, xp):
+    """One host synchronization for all tensors; on failure name the first bad one."""
+    ok = None
+    for t in tree:
+        f = xp.all(xp.isfinite(t))
+        ok = f if ok is None else xp.logical_and(ok, f)
+    if ok is not None and not bool(ok):
+        for i, t in enumerate(tree):
+            check_finite(t, f"{name}[{i}]", xp)
+
+
+def _check_grad(grad, xp):
+    _check_finite_tree(grad, "gradient", xp)
+
+
+def _default_rcond(n: int, dtype, xp) -> float:
+    """Cut-off relative to the largest eigenvalue: ``n * eps`` of ``dtype``."""
+    return max(n, 1) * float(xp.finfo(dtype).eps)
+
+
+def _resolve(model, params, q, damping, rcond):
+    q = _check_q(q)
+    damping = _check_nonneg(damping, "damping")
+    rcond = _check_rcond(rcond)
+    xp = _check_params(model, params)
+    if rcond is None:
+        rcond = _default_rcond(num_params(param_shapes(model)), params[0].dtype, xp)
+    return xp, q, damping, rcond
+
+
+def _neg(tree):
+    return tuple(-t for t in tree)
+
+
+# ----------------------------------------------------------------------------- full form
+def qngd_direction_full(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+    """q-NGD direction from the materialized P x P GGN (spec 3.5(a)).
+
+    ``d = -(G + damping I)^{+1/q} g`` with G = :func:`arraycurv.ggn_matrix` and g the
+    gradient of the mean loss, computed by :func:`arraycurv.linalg.psd_power` on G
+    (eigendecomposition; eigenvalues below ``rcond * lambda_max`` are treated as zero,
+    which gives the Moore-Penrose pseudo-inverse power of Huh (2020) Sec. 3).
+
+    Parameters
+    ----------
+    model, params, batch
+        A model of arraycurv, its parameters (tuple of arrays) and a batch ``(x, y)``
+        (for deep linear networks also :class:`arraycurv.LinearMoments`).
+    q : float
+        Fractional order, q >= 1; ``math.inf`` gives the gradient direction -g.
+    damping : float
+        Levenberg-Marquardt damping eps >= 0: (G + eps I) replaces G (Huh Sec. 6).
+    rcond : float, optional
+        Cut-off relative to the largest eigenvalue of G; default ``P * eps``.
+    loss
+        :class:`arraycurv.MSE` (default) or :class:`arraycurv.SoftmaxCrossEntropy`.
+
+    Returns
+    -------
+    tuple of arrays shaped like ``params``: the direction (no learning rate).
+    """
+    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
+    _, g = value_and_grad(model, params, batch, loss)
+    _check_grad(g, xp)
+    if math.isinf(q):
+        return _neg(g)
+    gmat = ggn_matrix(model, params, batch, loss)
+    check_finite(gmat, "ggn", xp)
+    power = psd_power(gmat, -1.0 / q, rcond=rcond, damping=damping)
+    d = xp.matmul(power, flatten(g)[:, None])[:, 0]
+    return unflatten(-d, param_shapes(model), "direction")
+
+
+# ----------------------------------------------------------------------------- dual form
+def _dual_factors(model, params, batch, loss, xp):
+    """A (B k, P) and s (B k,) with G = A^T A and g = A^T s (see module docstring)."""
+    if isinstance(batch, LinearMoments):
+        raise TypeError("batch: expected a tuple (x, y) for form='dual' (per-sample Jacobians), got LinearMoments")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"batch: expected a tuple (x, y), got {type(batch).__name__}")
+    x, y = batch
+    backend.namespace_of(params=tuple(params), x=x, y=y)
+    check_finite(x, "batch x", xp)
+    nb = x.shape[0]
+    out = forward(model, params, x)
+    grad_out = loss_grad(loss, out, y)  # (B, k), per sample
+    check_finite(grad_out, "output gradient", xp)
+    jac = jacobian(model, params, x)  # (B, k, P)
+    scale = 1.0 / math.sqrt(nb)
+    if isinstance(loss, MSE):
+        a = jac
+        s = grad_out
+    else:
+        sfac = loss_hessian_factor(loss, out)  # (B, k, k), H_b = S_b^T S_b
+        a = xp.matmul(sfac, jac)
+        s = xp.matmul(xp.linalg.pinv(xp.matrix_transpose(sfac)), grad_out[..., None])[..., 0]
+    k, p = jac.shape[1], jac.shape[2]
+    a = xp.reshape(a, (nb * k, p)) * scale
+    s = xp.reshape(s, (nb * k,)) * scale
+    return a, s
+
+
+def qngd_direction_dual(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+    """q-NGD direction in the dual (kernel) form (spec 3.5(b)).
+
+    With A the stacked rows ``S_b J_b / sqrt(B)`` (shape (B k, P)) and
+    ``s_b = (S_b^T)^+ grad_b / sqrt(B)``, G = A^T A and g = A^T s, and
+
+        d = -(A^T A + damping I)^{+1/q} g = -A^T (A A^T + damping I)^{+1/q} s,
+
+    so only the (B k) x (B k) Gram matrix is decomposed (cheaper than ``full`` when
+    B k < P). The identity f(A^T A) A^T = A^T f(A A^T) holds for every function f (SVD
+    of A), which makes the damped form exact as well. Needs a batch ``(x, y)``.
+
+    Parameters and return value as :func:`qngd_direction_full`; the cut-off ``rcond`` is
+    relative to the largest eigenvalue of A A^T, which equals that of G (default
+    ``P * eps``, as in the other forms).
+    """
+    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
+    a, s = _dual_factors(model, params, batch, loss, xp)
+    g = xp.matmul(xp.matrix_transpose(a), s[:, None])[:, 0]
+    check_finite(g, "gradient", xp)
+    shapes = param_shapes(model)
+    if math.isinf(q):
+        return unflatten(-g, shapes, "direction")
+    gram = xp.matmul(a, xp.matrix_transpose(a))
+    power = psd_power(gram, -1.0 / q, rcond=rcond, damping=damping)
+    coef = xp.matmul(power, s[:, None])
+    d = xp.matmul(xp.matrix_transpose(a), coef)[:, 0]
+    return unflatten(-d, shapes, "direction")
+
+
+# ----------------------------------------------------------------------------- map form
+def _is_identity(a, xp) -> bool:
+    n = a.shape[0]
+    eye = xp.eye(n, dtype=a.dtype, device=backend.device_of(a))
+    tol = 10.0 * n * float(xp.finfo(a.dtype).eps)
+    return bool(xp.max(xp.abs(a - eye)) <= tol)
+
+
+def _sqrt_and_inverse_sqrt(sxx, xp):
+    """Sxx^{1/2} and Sxx^{+1/2} from one eigendecomposition (cut-off n0 * eps, as psd_power)."""
+    n = sxx.shape[0]
+    w, u = xp.linalg.eigh(0.5 * (sxx + xp.matrix_transpose(sxx)))
+    keep = w > _default_rcond(n, sxx.dtype, xp) * xp.max(w)
+    root = xp.sqrt(xp.where(keep, w, xp.ones_like(w)))
+    zero = xp.zeros_like(w)
+    half = xp.matmul(u * xp.where(keep, root, zero), xp.matrix_transpose(u))
+    inv_half = xp.matmul(u * xp.where(keep, 1.0 / root, zero), xp.matrix_transpose(u))
+    return half, inv_half
+
+
+def _map_factor(params, batch, xp):
+    """A factor C (r, n0) of the input moment, Sxx = C^T C, and S (nL, r) with R = S C.
+
+    R = <(f(x) - y) x^T> is the map-space gradient. ``C = None`` stands for the identity
+    (whitened inputs, Sxx = I: S = R). From a raw batch no inverse is needed: with
+    X / sqrt(B) = Q C (thin QR, B >= n0) S = E^T Q / sqrt(B), and for B < n0
+    C = X / sqrt(B), S = E^T / sqrt(B) (E the residuals f(x) - y). From LinearMoments
+    with Sxx != I: C = Sxx^{1/2}, S = R Sxx^{+1/2}; this one inverse makes the result
+    sensitive to rounding in Sxx by about eps * sqrt(cond(Sxx)).
+    """
+    wbar = total_map(params)
+    if isinstance(batch, LinearMoments):
+        sxx, syx = batch.sxx, batch.syx
+        check_finite(sxx, "batch.sxx", xp)
+        check_finite(syx, "batch.syx", xp)
+        resid = xp.matmul(wbar, sxx) - syx
+        check_finite(resid, "gradient", xp)
+        if _is_identity(sxx, xp):
+            return None, resid
+        half, inv_half = _sqrt_and_inverse_sqrt(sxx, xp)
+        return half, xp.matmul(resid, inv_half)
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"batch: expected a tuple (x, y) or LinearMoments, got {type(batch).__name__}")
+    mom = moments(*batch)  # validates x and y (shapes, dtype, finite)
+    x, y = batch
+    nb, n0 = x.shape
+    err = xp.matmul(x, xp.matrix_transpose(wbar)) - y  # residuals E, (B, nL)
+    check_finite(err, "gradient", xp)
+    err_t = xp.matrix_transpose(err)
+    if _is_identity(mom.sxx, xp):
+        return None, xp.matmul(err_t, x) / nb
+    root = math.sqrt(nb)
+    if nb >= n0:
+        qmat, rmat = xp.linalg.qr(x / root)
+        return rmat, xp.matmul(err_t, qmat) / root
+    return x / root, err_t / root
+
+
+def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+    """q-NGD direction of a deep linear network in map space (Huh 2020 S.I.1, spec 3.5(c)).
+
+    ``d_i = -W_{>i}^T U W_{<i}^T`` (Huh eq 9 with Lambda_q in place of Lambda), where,
+    with a factor ``Sxx = C^T C`` of the input moment and ``R = S C`` the map-space
+    gradient R = <(f(x) - y) x^T> = W Sxx - Syx,
+
+        U = Lambda_q C,   Lambda_q = (K + damping)^{+1/q} S,
+        K(Lambda) = sum_i W_{>i} W_{>i}^T Lambda (C W_{<i}^T W_{<i} C^T),
+
+    the map-space kernel (the generalized Sylvester operator of S.I.9-10; derivation in
+    the module docstring). For whitened inputs C = I and this is Huh's form exactly.
+    From a raw batch C comes from a thin QR of the inputs (C = upper-triangular factor,
+    r = n0, or C = X / sqrt(B), r = B < n0), so no inverse of Sxx is formed; from
+    :class:`arraycurv.LinearMoments` with Sxx != I, C = Sxx^{1/2} and S = R Sxx^{+1/2}
+    (accurate to about eps * sqrt(cond(Sxx))). K acts on (nL, r) matrices and is
+    materialized as the Kronecker sum ``sum_i kron(P_i, Q_i)`` of size (nL r)^2; for
+    q = 1, depth 2 and whitened inputs it is the Sylvester equation
+    ``W2 W2^T Lambda + Lambda W1^T W1 = R``, solved by
+    :func:`arraycurv.linalg.solve_sylvester` (damping added to W2 W2^T).
+
+    Parameters
+    ----------
+    model : DeepLinear
+    params : tuple of arrays
+    batch : (x, y) or LinearMoments
+    q, damping, rcond, loss
+        As :func:`qngd_direction_full`; ``loss`` must be MSE.
+
+    Returns
+    -------
+    tuple of arrays shaped like ``params``.
+    """
+    if not isinstance(model, DeepLinear):
+        raise TypeError(f"model: expected a DeepLinear network for form='map', got {type(model).__name__}")
+    if not isinstance(loss, MSE):
+        raise TypeError(f"loss: expected MSE() for form='map' (Huh eq 1), got {loss!r}")
+    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
+    backend.namespace_of(params=tuple(params), batch=batch)
+    prefix, suffix = partial_products(params)
+    c, s = _map_factor(params, batch, xp)
+    n_out, r = s.shape
+    if math.isinf(q):
+        lam = s
+    else:
+        ps, qs = [], []
+        for pre, suf in zip(prefix, suffix):
+            ps.append(xp.matmul(suf, xp.matrix_transpose(suf)))
+            pc = pre if c is None else xp.matmul(pre, xp.matrix_transpose(c))
+            qs.append(xp.matmul(xp.matrix_transpose(pc), pc))
+        if q == 1.0 and len(params) == 2 and (c is None or _is_identity(qs[0], xp)):
+            eye = xp.eye(n_out, dtype=s.dtype, device=backend.device_of(s))
+            # K = P_1 (x) I + I (x) Q_2: W2 W2^T Lam + Lam W1^T W1 = R  (Huh S.I.9-10)
+            lam = solve_sylvester(ps[0] + damping * eye, qs[1], s, rcond=rcond)
+        else:
+            kern = kron(ps[0], qs[0])
+            for pi, qi in zip(ps[1:], qs[1:]):
+                kern = kern + kron(pi, qi)
+            power = psd_power(kern, -1.0 / q, rcond=rcond, damping=damping)
+            lam = xp.reshape(xp.matmul(power, xp.reshape(s, (n_out * r, 1))), (n_out, r))
+    u = lam if c is None else xp.matmul(lam, c)
+    return tuple(
+        -xp.matmul(xp.matrix_transpose(suf), xp.matmul(u, xp.matrix_transpose(pre))) for pre, suf in zip(prefix, suffix)
+    )
+
+
+# ----------------------------------------------------------------------------- dispatcher
+def _choose_form(model, params, batch, loss):
+    p = num_params(param_shapes(model))
+    sizes = {}
+    if isinstance(model, DeepLinear) and isinstance(loss, MSE):
+        r = params[0].shape[1]
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            r = min(r, batch[0].shape[0])
+        sizes["map"] = params[-1].shape[0] * r
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        x = batch[0]
+        k = params[-1].shape[0] if isinstance(model, DeepLinear) else None
+        if k is None:
+            k = forward(model, params, x[:1]).shape[1]
+        sizes["dual"] = x.shape[0] * k
+    sizes["full"] = p
+    order = {"map": 0, "dual": 1, "full": 2}
+    return min(sizes, key=lambda f: (sizes[f], order[f]))
+
+
+def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=None, loss=MSE()):
+    """q-NGD direction ``d = -(G + damping I)^{+1/q} g`` (Huh 2020 eq 12; spec 3.5).
+
+    q = 1 is NGD (Huh eq 9), q = 2 sqrt-NGD, q = ``math.inf`` gives -g (SGD, eq 4).
+
+    Parameters
+    ----------
+    model, params, batch
+        Model, parameters and a batch ``(x, y)`` (deep linear: or LinearMoments).
+    q : float
+        Fractional order >= 1.
+    form : {"auto", "full", "dual", "map"}
+        Which exact form to use (see :mod:`arraycurv.fractional`). ``"auto"`` picks the
+        one that decomposes the smallest matrix: map space (nL min(n0, B), deep linear +
+        MSE), dual (B k) or full (P), preferring map, then dual, on ties.
+    damping : float
+        Levenberg-Marquardt damping >= 0.
+    rcond : float, optional
+        Eigenvalue cut-off relative to the largest eigenvalue of G; default ``P * eps``.
+    loss
+        The loss (MSE by default).
+
+    Returns
+    -------
+    tuple of arrays shaped like ``params`` (no learning rate, sign included).
+
+    Raises
+    ------
+    ValueError
+        ``q`` < 1, negative ``damping``, NaN/Inf in ``params`` or the gradient, unknown
+        ``form``.
+    """
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    _check_q(q)
+    _check_nonneg(damping, "damping")
+    if form == "auto":
+        _check_params(model, params)
+        form = _choose_form(model, params, batch, loss)
+    fn = {"full": qngd_direction_full, "dual": qngd_direction_dual, "map": qngd_direction_map}[form]
+    return fn(model, params, batch, q, damping=damping, rcond=rcond, loss=loss)
+
+
+# ----------------------------------------------------------------------------- block-diagonal
+def qngd_blockdiag_direction(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+    """Block-diagonal q-NGD (NGD-d, sqrt-NGD-d, q-NGD-d; Huh 2020 eqs 19-21, footnote 4).
+
+    Per parameter tensor (layer) i,
+
+        d_i = -(G_ii + damping I)^{+1/q} g_i / n^{1/q},
+
+    with G_ii the diagonal GGN block and n the number of blocks (the depth d for a deep
+    linear network). The normalization n^{1/q} makes the singular-mode dynamics exactly
+    eq 20 for q = 1 (the 1/d of eq 19), eq 21 for q = 2 (1/sqrt d) and
+    ``sigma_i' = -eta sigma_Delta j_i^{1-2/q} / d^{1/q}`` in general (footnote 4). For a
+    deep linear network the blocks are Kronecker products G_ii = E_i (x) A_i
+    (Bernacchia eq 22, :func:`arraycurv.fisher_kron_factors`) and the power is applied
+    with :func:`arraycurv.linalg.kron_psd_power_apply`; other models use the
+    materialized :func:`arraycurv.ggn_block_diag`. The cut-off ``rcond`` is relative to
+    the largest eigenvalue of each block, default ``P_i * eps``.
+
+    Unlike the full-curvature rules these directions are not orthogonal to the
+    null space of the GGN, so they break the conservation law of Huh Theorem 1.
+    """
+    q = _check_q(q)
+    damping = _check_nonneg(damping, "damping")
+    rcond = _check_rcond(rcond)
+    xp = _check_params(model, params)
+    _, g = value_and_grad(model, params, batch, loss)
+    _check_grad(g, xp)
+    nblocks = len(params)
+    if math.isinf(q):
+        return _neg(g)
+    norm = float(nblocks) ** (1.0 / q)
+    out = []
+    if isinstance(model, DeepLinear) and isinstance(loss, MSE):
+        factors = fisher_kron_factors(model, params, batch)
+        for gi, (e_i, a_i) in zip(g, factors):
+            rc = rcond if rcond is not None else _default_rcond(gi.shape[0] * gi.shape[1], gi.dtype, xp)
+            di = kron_psd_power_apply(e_i, a_i, gi, -1.0 / q, rcond=rc, damping=damping)
+            out.append(-di / norm)
+        return tuple(out)
+    blocks = ggn_block_diag(model, params, batch, loss)
+    for gi, blk in zip(g, blocks):
+        n = blk.shape[0]
+        rc = rcond if rcond is not None else _default_rcond(n, gi.dtype, xp)
+        power = psd_power(blk, -1.0 / q, rcond=rc, damping=damping)
+        di = xp.reshape(xp.matmul(power, xp.reshape(gi, (n, 1))), gi.shape)
+        out.append(-di / norm)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- regularized, clipping
+def regularized_ngd_direction(model, params, batch, eps, *, form="auto", rcond=None, loss=MSE()):
+    """Regularized NGD of Huh (2020) S.I.15: ``d = -(eps + 1) (eps I + G)^{-1} g``.
+
+    It solves (G d + g) + eps (d + g) = 0. eps -> inf gives SGD (-g), eps -> 0 NGD
+    (-G^+ g: for eps = 0 the pseudo-inverse is used); singular modes follow S.I.16,
+    ``sigma_i' = -eta sigma_Delta j_i (eps + 1) / (eps + ||j||^2)``. Computed as
+    ``(eps + 1)`` times the damped NGD direction (q = 1, damping = eps) in the given
+    ``form``; ``eps = math.inf`` returns -g.
+    """
+    eps = _check_nonneg(eps, "eps", allow_inf=True)
+    if math.isinf(eps):
+        return qngd_direction(model, params, batch, math.inf, form=form, rcond=rcond, loss=loss)
+    d = qngd_direction(model, params, batch, 1.0, form=form, damping=eps, rcond=rcond, loss=loss)
+    return tuple((eps + 1.0) * di for di in d)
+
+
+def clip_direction(direction, max_norm):
+    """Update-speed clipping (Huh 2020 Sec. 6): rescale ``direction`` to norm ``max_norm``
+    when its Euclidean norm (over all tensors) exceeds it; otherwise return it unchanged.
+
+    The factor ``max_norm / norm`` (exactly 1 when the norm does not exceed ``max_norm``)
+    is computed on the arrays' device (no host synchronization); the clipped norm equals
+    ``max_norm`` up to rounding.
+    """
+    max_norm = _check_nonneg(max_norm, "max_norm")
+    if max_norm == 0:
+        raise ValueError(f"max_norm: expected a real number > 0, got {max_norm!r}")
+    xp = backend.namespace_of(direction=tuple(direction))
+    sq = sum(xp.sum(d * d) for d in direction)
+    norm = xp.sqrt(sq)
+    limit = xp.asarray(max_norm, dtype=norm.dtype, device=backend.device_of(norm))
+    factor = xp.where(norm > limit, limit / xp.maximum(norm, limit), xp.ones_like(norm))
+    return tuple(d * factor for d in direction)

@@ -1,0 +1,578 @@
+"""Sequential networks (MLP, LeNet-style CNN) with hand-written passes (spec 2.2-2.4, 3.1,
+3.3): forward, JVP, VJP, Pearlmutter's exact Hessian-vector product, explicit Jacobian
+and Hessian, and a cached linearization for fast GGN products, K-FAC and linear
+operators.
+
+Parameters are a flat tuple over all layers in order (W1, b1, W2, b2, ...); layers
+without parameters contribute nothing. The model's input is ``x`` of shape
+``(B, *input_shape)``; its output ``f(x)`` has shape ``(B, k)``.
+
+A :class:`Linearization` (from :func:`linearize`, one forward pass) holds every layer's
+input and cache, so that any number of Jacobian-vector products
+(:func:`jvp_linearized`), vector-Jacobian products (:func:`vjp_linearized`) or
+backpropagations to the layer outputs (:func:`backprop_to_layer_outputs`, what K-FAC
+needs) reuse it. Tangents and cotangents may carry extra *leading* axes to push several
+directions through at once: a tangent ``(m, *p.shape)`` per tensor gives ``J v`` of
+shape ``(m, B, k)``; a cotangent ``(m, B, k)`` gives ``(m, *p.shape)`` per tensor.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from . import backend
+from .interface import (
+    check_batch,
+    forward,
+    ggn_matrix,
+    ggn_vp,
+    hessian_matrix,
+    hvp,
+    init_params,
+    jacobian,
+    jvp,
+    param_shapes,
+    value_and_grad,
+    vjp,
+)
+from .layers import (
+    Activation,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    layer_forward,
+    layer_jvp,
+    layer_output_shape,
+    layer_param_shapes,
+    layer_rop_vjp,
+    layer_vjp,
+)
+from .losses import MSE, check_targets, loss_grad, loss_hessian_vp, loss_value
+from .params import num_params, unflatten
+from .validation import check_params
+
+__all__ = [
+    "Linearization",
+    "Sequential",
+    "backprop_to_layer_outputs",
+    "hvp_linearized",
+    "jvp_linearized",
+    "layer_inputs",
+    "layer_param_indices",
+    "lenet5",
+    "linearize",
+    "mlp",
+    "vjp_linearized",
+]
+
+
+# ------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class Sequential:
+    """A chain of layers (:mod:`arraycurv.layers`) applied in order.
+
+    Parameters
+    ----------
+    layers : tuple
+        Layer dataclasses (Dense, Activation, Conv2d, AvgPool2d, MaxPool2d, Flatten, or
+        any layer type registered with the generic functions of :mod:`arraycurv.layers`).
+    input_shape : tuple of int
+        Shape of one input without the batch axis: ``(n0,)`` or ``(C, H, W)``.
+
+    The chain is checked at construction (shapes, kernel sizes); the last layer must
+    output a vector ``(k,)`` (add :class:`~arraycurv.layers.Flatten` after images).
+    """
+
+    layers: tuple
+    input_shape: tuple
+
+    def __post_init__(self):
+        if not isinstance(self.layers, (tuple, list)) or len(self.layers) == 0:
+            raise ValueError(f"layers: expected a non-empty tuple of layers, got {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        shp = self.input_shape
+        if (
+            not isinstance(shp, (tuple, list))
+            or len(shp) == 0
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shp)
+        ):
+            raise ValueError(f"input_shape: expected a tuple of positive ints like (n0,) or (C, H, W), got {shp!r}")
+        object.__setattr__(self, "input_shape", tuple(shp))
+        _shapes(self)  # validates the chain
+
+
+@functools.lru_cache(maxsize=256)
+def _shapes(model: Sequential):
+    """(input shape of each layer, output shape of the model); validates the chain."""
+    shape = model.input_shape
+    ins = []
+    for i, layer in enumerate(model.layers):
+        ins.append(shape)
+        try:
+            shape = tuple(layer_output_shape(layer, shape))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (layers[{i}] of the Sequential)") from None
+    if len(shape) != 1:
+        raise ValueError(
+            f"layers: expected the last layer to output a vector (k,), got shape {shape}; add Flatten() after images"
+        )
+    return tuple(ins), shape
+
+
+@functools.lru_cache(maxsize=256)
+def layer_param_indices(model: Sequential) -> tuple[tuple[int, int], ...]:
+    """For each layer, the range ``(start, stop)`` of its tensors in the parameter tuple.
+
+    Layers without parameters get an empty range. Example: mlp((3, 4, 2)) gives
+    ``((0, 2), (2, 2), (2, 4))`` for (Dense, Activation, Dense).
+    """
+    out, start = [], 0
+    for layer in model.layers:
+        n = len(layer_param_shapes(layer))
+        out.append((start, start + n))
+        start += n
+    return tuple(out)
+
+
+@param_shapes.register
+def _(model: Sequential):
+    return tuple(tuple(s) for layer in model.layers for s in layer_param_shapes(layer))
+
+
+def _split(model, params):
+    return tuple(tuple(params[a:b]) for a, b in layer_param_indices(model))
+
+
+def _check_model_inputs(model, params, x):
+    """Validate params (names ``params[i]``) and x (names ``x`` and the first layer)."""
+    check_params(params, param_shapes(model), "params")
+    xp = backend.namespace_of(params=tuple(params), x=x)
+    want = (None, *model.input_shape)
+    if x.ndim != len(want) or tuple(x.shape[1:]) != model.input_shape:
+        raise ValueError(
+            f"x: expected shape (*, {', '.join(map(str, model.input_shape))}) for the input of "
+            f"layers[0] = {model.layers[0]!r}, got {tuple(x.shape)}"
+        )
+    backend.check_float(x, "x", xp)
+    for i, p in enumerate(params):
+        if p.dtype != x.dtype:
+            raise TypeError(f"params[{i}]: expected dtype {x.dtype} like x, got {p.dtype}")
+    return xp
+
+
+def _check_tangent_tree(model, params, tangent, name):
+    """Tangent tuple like params, each tensor (*lead, *shape) with a common lead."""
+    shapes = param_shapes(model)
+    if not isinstance(tangent, (tuple, list)) or len(tangent) != len(shapes):
+        got = f"{len(tangent)} arrays" if isinstance(tangent, (tuple, list)) else type(tangent).__name__
+        raise ValueError(f"{name}: expected a tuple of {len(shapes)} arrays shaped like params, got {got}")
+    backend.namespace_of(params=tuple(params), **{name: tuple(tangent)})
+    lead = None
+    for i, (t, s) in enumerate(zip(tangent, shapes)):
+        n = len(s)
+        if t.ndim < n or tuple(t.shape[t.ndim - n:]) != tuple(s):
+            raise ValueError(f"{name}[{i}]: expected shape (..., {', '.join(map(str, s))}), got {tuple(t.shape)}")
+        if t.dtype != params[i].dtype:
+            raise TypeError(f"{name}[{i}]: expected dtype {params[i].dtype} like params[{i}], got {t.dtype}")
+        this = tuple(t.shape[: t.ndim - n])
+        if lead is None:
+            lead = this
+        elif this != lead:
+            raise ValueError(f"{name}[{i}]: expected leading axes {lead} like {name}[0], got shape {tuple(t.shape)}")
+    return lead or ()
+
+
+def _check_cotangent(lin, cotangent, name="cotangent"):
+    backend.namespace_of(outputs=lin.outputs, **{name: cotangent})
+    b, k = lin.outputs.shape
+    if cotangent.ndim < 2 or tuple(cotangent.shape[-2:]) != (b, k):
+        raise ValueError(f"{name}: expected shape ({b}, {k}) or (m, {b}, {k}), got {tuple(cotangent.shape)}")
+    if cotangent.dtype != lin.outputs.dtype:
+        raise TypeError(f"{name}: expected dtype {lin.outputs.dtype} like the outputs, got {cotangent.dtype}")
+
+
+# --------------------------------------------------------------------- builders
+def mlp(sizes, activation: str = "tanh", bias: bool = True) -> Sequential:
+    """Multilayer perceptron a_l = phi(W_l a_{l-1} + b_l) (spec 2.2), last layer linear.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Widths (n0, n1, ..., nL), L >= 1.
+    activation : str
+        One of identity, tanh, relu, elu, sigmoid, applied after every layer but the last.
+    bias : bool
+        Whether the dense layers have biases.
+    """
+    sizes = tuple(sizes)
+    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"sizes: expected at least two positive ints (n0, ..., nL), got {sizes!r}")
+    act = Activation(activation)
+    layers = []
+    for i in range(len(sizes) - 1):
+        if i:
+            layers.append(act)
+        layers.append(Dense(sizes[i], sizes[i + 1], bias=bias))
+    return Sequential(tuple(layers), (sizes[0],))
+
+
+def lenet5(
+    input_shape=(1, 28, 28),
+    num_classes: int = 10,
+    activation: str = "tanh",
+    pool: str = "avg",
+    padding=None,
+) -> Sequential:
+    """LeNet-5 style CNN (LeCun et al. 1998; spec 2.3).
+
+    conv 5x5 (6 channels) -> phi -> pool 2 -> conv 5x5 (16) -> phi -> pool 2 -> flatten
+    -> dense 120 -> phi -> dense 84 -> phi -> dense ``num_classes`` (linear).
+
+    ``padding=None`` chooses the paddings (p1, p2) of the two convolutions so that small
+    images work: p1 = 2 ("same") if the image is smaller than 32 in either side, else 0;
+    p2 = 2 if the pooled map entering the second convolution is smaller than 10, else 0.
+    So 32x32 and 28x28 inputs give the classic 16 x 5 x 5 = 400 features, 8x8 digits give
+    16 x 2 x 2 = 64 and 16x16 inputs 16 x 4 x 4. Pass ``padding=(p1, p2)`` to override.
+    ``pool`` is ``"avg"`` (the original subsampling) or ``"max"``.
+    """
+    if pool not in ("avg", "max"):
+        raise ValueError(f"pool: expected 'avg' or 'max', got {pool!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape: expected (C, H, W), got {input_shape!r}")
+    c, h, w = input_shape
+    if padding is None:
+        p1 = 2 if min(h, w) < 32 else 0
+        h1 = (h + 2 * p1 - 4) // 2
+        w1 = (w + 2 * p1 - 4) // 2
+        p2 = 2 if min(h1, w1) < 10 else 0
+    else:
+        p1, p2 = padding
+    pool_cls = AvgPool2d if pool == "avg" else MaxPool2d
+    act = Activation(activation)
+    head = (Conv2d(c, 6, 5, padding=p1), act, pool_cls(2), Conv2d(6, 16, 5, padding=p2), act, pool_cls(2), Flatten())
+    feat = Sequential(head, input_shape)
+    n_feat = _shapes(feat)[1][0]
+    tail = (Dense(n_feat, 120), act, Dense(120, 84), act, Dense(84, num_classes))
+    return Sequential(head + tail, input_shape)
+
+
+# ------------------------------------------------------------------ initialization
+@init_params.register
+def _(model: Sequential, seed, xp=None, *, dtype=None, device=None, method="gaussian", gain=1.0):
+    """Seeded parameters: weights N(0, gain^2 / fan_in) (``"gaussian"``) or gain times a
+    (semi-)orthogonal matrix (``"orthogonal"``, Saxe et al. 2013; Huh S.I.3), biases zero.
+
+    fan_in = n_in for dense layers and in_channels * kh * kw for convolutions, whose
+    orthogonal init is applied to the (out, in*kh*kw) reshape. The draws come from one
+    NumPy generator in layer order, so the same seed gives the same values on every
+    namespace.
+    """
+    if method not in ("gaussian", "orthogonal"):
+        raise ValueError(f"method: expected 'gaussian' or 'orthogonal', got {method!r}")
+    xp = backend.namespace_by_name("numpy") if xp is None else xp
+    dt = backend.float_dtype(xp, dtype)
+    g = backend.rng(seed)
+    out = []
+    for s in param_shapes(model):
+        if len(s) == 1:
+            out.append(xp.zeros(s, dtype=dt, device=device) if device is not None else xp.zeros(s, dtype=dt))
+            continue
+        fan_in = math.prod(s[1:])
+        if method == "gaussian":
+            w = backend.normal(g, s, xp, dtype=dt, device=device, scale=gain / math.sqrt(fan_in))
+        else:
+            w = xp.reshape(backend.orthogonal(g, (s[0], fan_in), xp, gain=gain, dtype=dt, device=device), s)
+        out.append(w)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------- linearization
+@dataclass(frozen=True, eq=False)
+class Linearization:
+    """A network linearized at ``(params, x)``: everything one forward pass computes.
+
+    Attributes
+    ----------
+    model, params, x
+        The model, its parameters and the input batch.
+    inputs : tuple
+        The input activation of each layer (``inputs[0] is x``).
+    caches : tuple
+        Each layer's cache from :func:`~arraycurv.layers.layer_forward`.
+    outputs : array
+        The network outputs f(x), shape (B, k).
+    """
+
+    model: Any
+    params: tuple
+    x: Any
+    inputs: tuple
+    caches: tuple
+    outputs: Any
+
+
+def linearize(model, params, x) -> Linearization:
+    """One forward pass of ``model`` at ``(params, x)`` keeping every layer's cache."""
+    _check_model_inputs(model, params, x)
+    a = x
+    inputs, caches = [], []
+    for layer, p in zip(model.layers, _split(model, params)):
+        inputs.append(a)
+        a, cache = layer_forward(layer, p, a)
+        caches.append(cache)
+    return Linearization(model, tuple(params), x, tuple(inputs), tuple(caches), a)
+
+
+def layer_inputs(lin: Linearization) -> tuple:
+    """The input activation of each layer, shape (B, *in_shape_l) (K-FAC's a_{l-1})."""
+    return lin.inputs
+
+
+def _forward_tangents(lin, tangent):
+    """Tangent pass: (tangent of each layer's input, tangent of the output)."""
+    model = lin.model
+    dps = _split(model, tuple(tangent))
+    da = None
+    t_in = []
+    for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
+        t_in.append(da)
+        da = layer_jvp(layer, p, cache, dp if len(dp) else None, da)
+    return tuple(t_in), da
+
+
+def _zeros_out(lin, lead):
+    xp = backend.namespace_of(outputs=lin.outputs)
+    return xp.zeros(tuple(lead) + tuple(lin.outputs.shape), dtype=lin.outputs.dtype,
+                    device=backend.device_of(lin.outputs))
+
+
+def jvp_linearized(lin: Linearization, tangent) -> Any:
+    """Jacobian-vector product J v at the linearization point, shape (B, k).
+
+    ``tangent`` is a tuple shaped like the parameters; each tensor may carry the same
+    leading axes ``(m, ...)``, giving an (m, B, k) result (m products at once).
+    """
+    lead = _check_tangent_tree(lin.model, lin.params, tangent, "tangent")
+    _, out = _forward_tangents(lin, tangent)
+    return _zeros_out(lin, lead) if out is None else out
+
+
+def _backward(lin, cotangent, params_mode):
+    """Backward pass; returns each layer's parameter cotangents (None for none)."""
+    model = lin.model
+    ps = _split(model, lin.params)
+    g = cotangent
+    grads = [None] * len(model.layers)
+    for i in range(len(model.layers) - 1, -1, -1):
+        mode = params_mode if len(ps[i]) else "none"
+        if mode == "none" and i == 0:
+            break
+        g, grads[i] = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode=mode, input_grad=i > 0)
+    return grads
+
+
+def vjp_linearized(lin: Linearization, cotangent, *, per_sample: bool = False) -> tuple:
+    """Vector-Jacobian product sum_b J_b^T u_b at the linearization point (no 1/B).
+
+    ``cotangent`` has shape (B, k) or (m, B, k); leading axes are kept, so an (m, B, k)
+    cotangent gives tensors of shape (m, *p.shape). With ``per_sample=True`` the batch
+    axis is kept too: tensors of shape (*lead, B, *p.shape) holding J_b^T u_b.
+    """
+    _check_cotangent(lin, cotangent)
+    mode = "per_sample" if per_sample else "sum"
+    grads = _backward(lin, cotangent, mode)
+    return tuple(t for dp in grads if dp for t in dp)
+
+
+def backprop_to_layer_outputs(lin: Linearization, cotangent) -> tuple:
+    """Cotangent at every layer's output, per sample (what K-FAC's output factors need).
+
+    ``cotangent`` (B, k) or (m, B, k) (e.g. the k columns of a loss-Hessian factor) is
+    propagated backwards; entry l has shape (*lead, B, *out_shape_l), the last entry is
+    ``cotangent`` itself. No 1/B factor is applied.
+    """
+    _check_cotangent(lin, cotangent)
+    model = lin.model
+    ps = _split(model, lin.params)
+    g = cotangent
+    outs = [None] * len(model.layers)
+    for i in range(len(model.layers) - 1, -1, -1):
+        outs[i] = g
+        if i > 0:
+            g, _ = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode="none")
+    return tuple(outs)
+
+
+# ---------------------------------------------------------------- generic passes
+@forward.register
+def _(model: Sequential, params, x):
+    _check_model_inputs(model, params, x)
+    a = x
+    for layer, p in zip(model.layers, _split(model, params)):
+        a, _ = layer_forward(layer, p, a)
+    return a
+
+
+@jvp.register
+def _(model: Sequential, params, x, tangent):
+    lin = linearize(model, params, x)
+    return lin.outputs, jvp_linearized(lin, tangent)
+
+
+@vjp.register
+def _(model: Sequential, params, x, cotangent):
+    return vjp_linearized(linearize(model, params, x), cotangent)
+
+
+@value_and_grad.register
+def _(model: Sequential, params, batch, loss=MSE()):
+    xp, x, y = check_batch(model, params, batch, loss)
+    lin = linearize(model, params, x)
+    check_targets(loss, lin.outputs, y)
+    g = vjp_linearized(lin, loss_grad(loss, lin.outputs, y) / x.shape[0])
+    return loss_value(loss, lin.outputs, y), g
+
+
+def _loss_hvp(loss, outputs, v):
+    """Per-sample H_b v_b for v of shape (B, k) or (*lead, B, k)."""
+    if v.ndim == 2:
+        return loss_hessian_vp(loss, outputs, v)
+    xp = backend.namespace_of(outputs=outputs, v=v)
+    k = outputs.shape[-1]
+    o = xp.reshape(xp.broadcast_to(outputs, tuple(v.shape)), (-1, k))
+    return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
+
+
+@ggn_vp.register
+def _(model: Sequential, params, batch, v, loss=MSE()):
+    """G v = (1/B) sum_b J_b^T H_b J_b v with one forward pass (spec 3.2; Huh eq (3)).
+
+    ``v`` may carry leading axes like in :func:`jvp_linearized` (m products at once).
+    """
+    xp, x, y = check_batch(model, params, batch, loss)
+    lin = linearize(model, params, x)
+    jv = jvp_linearized(lin, v)
+    return vjp_linearized(lin, _loss_hvp(loss, lin.outputs, jv) / x.shape[0])
+
+
+def hvp_linearized(lin: Linearization, y, v, loss=MSE()) -> tuple:
+    """Exact Hessian-vector product H v of the mean loss at a linearization (spec 3.3).
+
+    Pearlmutter's (1994) R-operator reusing the caches of :func:`linearize`: a forward
+    tangent pass (every layer's input tangent and J v), then the backward pass of the
+    gradient together with its R-derivative (:func:`~arraycurv.layers.layer_rop_vjp`),
+    started from R{dL/df} = H_l J v / B. ``y`` are the targets of the batch ``lin.x``;
+    ``v`` is shaped like the parameters and may carry leading axes (m products at once).
+    """
+    check_targets(loss, lin.outputs, y)
+    return _hvp_linearized(lin, y, v, loss)
+
+
+def _hvp_linearized(lin, y, v, loss):
+    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss."""
+    model = lin.model
+    b = lin.x.shape[0]
+    lead = _check_tangent_tree(model, lin.params, v, "v")
+    t_in, jv = _forward_tangents(lin, v)
+    if jv is None:
+        jv = _zeros_out(lin, lead)
+    g = loss_grad(loss, lin.outputs, y) / b  # d L / d f
+    rg = _loss_hvp(loss, lin.outputs, jv) / b  # R{d L / d f} = H_l J v / B
+    ps = _split(model, lin.params)
+    dps = _split(model, tuple(v))
+    res = [None] * len(model.layers)
+    for i in range(len(model.layers) - 1, -1, -1):
+        layer = model.layers[i]
+        need_in = i > 0
+        dp = dps[i] if len(dps[i]) else None
+        rdx, rdp = layer_rop_vjp(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
+        res[i] = rdp
+        if need_in:
+            g, _ = layer_vjp(layer, ps[i], lin.caches[i], g, params_mode="none")
+            rg = rdx
+    out = tuple(t for rdp in res for t in rdp)
+    # parameters whose R-derivative does not depend on the lead axes get them broadcast
+    xp = backend.namespace_of(outputs=lin.outputs)
+    return tuple(t if t.ndim == len(s) + len(lead) else xp.broadcast_to(t, tuple(lead) + tuple(s))
+                 for t, s in zip(out, param_shapes(model)))
+
+
+@hvp.register
+def _(model: Sequential, params, batch, v, loss=MSE()):
+    """Exact Hessian-vector product H v of the mean loss (spec 2.4, 3.3).
+
+    Pearlmutter's (1994) R-operator: a forward tangent pass (J v and every layer's input
+    tangent), the backward pass, and the R-backward pass (:func:`layer_rop_vjp`) that
+    adds the second-order terms (bilinear terms of dense/conv layers, phi'' of the
+    activations) to H_l J v / B. ``v`` may carry leading axes (m products at once).
+    """
+    xp, x, y = check_batch(model, params, batch, loss)
+    lin = linearize(model, params, x)
+    check_targets(loss, lin.outputs, y)
+    return _hvp_linearized(lin, y, v, loss)
+
+
+def _flat_rows(xp, tree, m):
+    return xp.concat([xp.reshape(t, (m, -1)) for t in tree], axis=-1)
+
+
+def _chunk(model, b, p, budget=2**23):
+    """Columns per batched Pearlmutter pass so that the intermediates stay near ``budget``
+    elements (gathers of convolutions and pooling are kh*kw times their input)."""
+    ins, out = _shapes(model)
+    per = out[0]
+    for layer, s in zip(model.layers, ins):
+        ks = getattr(layer, "kernel_size", (1, 1))
+        per += math.prod(s) * (1 + ks[0] * ks[1])
+    return max(1, min(p, budget // max(1, 4 * b * per)))
+
+
+@hessian_matrix.register
+def _(model: Sequential, params, batch, loss=MSE()):
+    """Explicit P x P Hessian of the mean loss from Pearlmutter products of unit vectors
+    (batched over chunks of columns, one forward pass)."""
+    xp, x, y = check_batch(model, params, batch, loss)
+    lin = linearize(model, params, x)
+    check_targets(loss, lin.outputs, y)
+    shapes = param_shapes(model)
+    p = num_params(shapes)
+    eye = xp.eye(p, dtype=x.dtype, device=backend.device_of(x))
+    m = _chunk(model, x.shape[0], p)
+    rows = []
+    for s in range(0, p, m):
+        e = eye[s : s + m, :]
+        rows.append(_flat_rows(xp, _hvp_linearized(lin, y, unflatten(e, shapes), loss), e.shape[0]))
+    return xp.matrix_transpose(xp.concat(rows, axis=0))
+
+
+@ggn_matrix.register
+def _(model: Sequential, params, batch, loss=MSE()):
+    """Explicit P x P GGN (1/B) sum_b J_b^T H_b J_b, assembled by
+    :func:`arraycurv.fisher_exact_matrix` (Kronecker-structured for MLPs; equal to the
+    exact Fisher for MSE and softmax cross-entropy, spec Conventions)."""
+    from .fisher import fisher_exact_matrix
+
+    xp, x, y = check_batch(model, params, batch, loss)
+    check_targets(loss, forward(model, params, x), y)
+    return fisher_exact_matrix(model, params, x, loss)
+
+
+@jacobian.register
+def _(model: Sequential, params, x):
+    """Explicit output Jacobian (B, k, P) by backpropagating the k unit output cotangents
+    of every sample at once (per-sample VJPs)."""
+    lin = linearize(model, params, x)
+    xp = backend.namespace_of(x=x)
+    b, k = lin.outputs.shape
+    eye = xp.eye(k, dtype=x.dtype, device=backend.device_of(x))
+    cot = xp.broadcast_to(eye[:, None, :], (k, b, k))
+    per = vjp_linearized(lin, cot, per_sample=True)  # (k, B, *s)
+    j = xp.concat([xp.reshape(t, (k, b, -1)) for t in per], axis=-1)
+    return xp.permute_dims(j, (1, 0, 2))
+

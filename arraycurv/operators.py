@@ -1,0 +1,244 @@
+"""SciPy ``LinearOperator`` views of the curvature matrices (spec 3.2, 3.3), for NumPy users.
+
+The operators act on flat float vectors (the ordering of :func:`arraycurv.flatten`) and
+plug into ``scipy.sparse.linalg`` (``eigsh`` for the top of the spectrum, ``cg`` /
+``minres`` for damped Newton systems, ...) without materializing the P x P matrix:
+
+* :func:`ggn_operator` -- G v = (1/B) sum_b J_b^T H_b J_b v (GGN = exact Fisher);
+* :func:`hessian_operator` -- H v, the exact Hessian of the mean loss (Pearlmutter's
+  R-operator, :func:`arraycurv.hvp`);
+* :func:`fisher_operator` -- one of the Fisher variants of :mod:`arraycurv.fisher`
+  (``variant='exact' | 'mc' | 'empirical'``).
+
+Namespaces: SciPy hands NumPy vectors to ``matvec``; each product converts the vector
+into the namespace, dtype and device of ``params`` (:func:`arraycurv.backend.from_numpy`),
+computes there, and converts the result back to NumPy (:func:`arraycurv.backend.to_numpy`).
+So the parameters may live in any namespace (PyTorch, CuPy, ...), but the operator
+itself always speaks NumPy, as SciPy requires. Its ``dtype`` is that of ``params``.
+
+Caching: for ``Sequential`` networks (which provide the cached linearization
+:func:`arraycurv.linearize`, :func:`arraycurv.jvp_linearized`,
+:func:`arraycurv.vjp_linearized`, :func:`arraycurv.hvp_linearized`) the forward pass is
+run once when the operator is built and every product reuses it (one tangent and one
+reverse pass per product); other models call the generic :func:`arraycurv.jvp` /
+:func:`arraycurv.vjp` (or :func:`arraycurv.hvp`) per product. Targets of the Monte-Carlo
+variant are drawn once, at construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scipy.sparse.linalg import LinearOperator
+
+from . import backend, networks
+from .fisher import _check_num_samples, _mc_output_metric, fisher_empirical_vp
+from .interface import check_batch, forward, hvp, jvp, param_shapes, vjp
+from .losses import MSE, check_targets, loss_grad, loss_hessian_vp
+from .params import flatten, num_params, unflatten
+from .validation import check_params
+
+__all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
+
+FISHER_VARIANTS = ("exact", "mc", "empirical")
+
+
+def _linearization_api(model):
+    """The cached-linearization module for ``model`` (``Sequential`` networks), else None."""
+    return networks if isinstance(model, networks.Sequential) else None
+
+
+class _Operator(LinearOperator):
+    """A symmetric LinearOperator around a tuple-valued product ``fn(tangent)``."""
+
+    def __init__(self, fn, params, name: str):
+        self._fn = fn
+        self._params = tuple(params)
+        self._shapes = tuple(tuple(p.shape) for p in params)
+        self._xp = backend.namespace_of(params=self._params)
+        self._dtype = params[0].dtype
+        self._device = backend.device_of(params[0])
+        self.name = name
+        p = num_params(self._shapes)
+        dt = "float32" if self._dtype == self._xp.float32 else "float64"
+        super().__init__(dtype=dt, shape=(p, p))
+
+    def _matvec(self, v):
+        vec = backend.from_numpy(v.reshape(-1), self._xp, dtype=self._dtype, device=self._device)
+        out = self._fn(unflatten(vec, self._shapes, "v"))
+        return backend.to_numpy(flatten(out)).reshape(v.shape).astype(self.dtype, copy=False)
+
+    def _rmatvec(self, v):  # every curvature matrix here is symmetric
+        return self._matvec(v)
+
+    def _adjoint(self):
+        return self
+
+    def __repr__(self):
+        return f"<{self.shape[0]}x{self.shape[1]} {self.name} operator with dtype={self.dtype}>"
+
+
+def _check_model(model, params, batch, loss):
+    check_params(params, param_shapes(model), "params")
+    xp, x, y = check_batch(model, params, batch, loss)
+    backend.check_float(params[0], "params[0]", xp)
+    return xp, x, y
+
+
+def ggn_operator(model, params, batch, loss=MSE()) -> LinearOperator:
+    """The GGN G = (1/B) sum_b J_b^T H_b J_b as a P x P SciPy ``LinearOperator``.
+
+    Spec, Conventions ("GGN = Hessian+ of Huh (2020) = Fisher for these two losses"); the
+    matrix of :func:`arraycurv.ggn_matrix`. With a cached linearization the forward pass
+    runs once here and each product is one tangent pass and one reverse pass.
+
+    Parameters
+    ----------
+    model
+        Any model registering the interface functions.
+    params : tuple of arrays
+        Parameters (any namespace; products are computed there).
+    batch : tuple (x, y)
+        Inputs and targets (the GGN does not depend on ``y`` for MSE / softmax CE, but
+        the batch is validated like everywhere else).
+    loss : MSE or SoftmaxCrossEntropy
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+        Symmetric, shape (P, P), dtype of ``params``; ``matvec`` takes and returns NumPy
+        vectors in the flat parameter ordering.
+    """
+    xp, x, y = _check_model(model, params, batch, loss)
+    api = _linearization_api(model)
+    b = x.shape[0]
+    if api is not None:
+        lin = api.linearize(model, params, x)
+        out = lin.outputs
+        check_targets(loss, out, y)
+
+        def fn(v):
+            jv = _jvp_lin(api, lin, v)
+            return api.vjp_linearized(lin, loss_hessian_vp(loss, out, jv) / b)
+    else:
+        out = forward(model, params, x)
+        check_targets(loss, out, y)
+
+        def fn(v):
+            _, jv = jvp(model, params, x, v)
+            return vjp(model, params, x, loss_hessian_vp(loss, out, jv) / b)
+
+    return _Operator(fn, params, "GGN")
+
+
+def hessian_operator(model, params, batch, loss=MSE()) -> LinearOperator:
+    """The exact Hessian of the mean loss as a P x P SciPy ``LinearOperator``.
+
+    Each product is :func:`arraycurv.hvp` (Pearlmutter's R-operator; spec 2.4, 3.3), or,
+    for ``Sequential`` networks, the cached :func:`arraycurv.hvp_linearized` after one
+    forward pass at construction. The matrix is symmetric
+    but indefinite in general (use ``eigsh(..., which='LA' / 'SA')``).
+
+    Parameters
+    ----------
+    model, params, batch, loss
+        As in :func:`ggn_operator`.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+        Symmetric, shape (P, P), dtype of ``params``.
+    """
+    _, x, y = _check_model(model, params, batch, loss)
+    api = _linearization_api(model)
+    if api is not None:
+        lin = api.linearize(model, params, x)
+        check_targets(loss, lin.outputs, y)
+
+        def fn(v):
+            return api.hvp_linearized(lin, y, v, loss)
+    else:
+        batch = (x, y)
+
+        def fn(v):
+            return hvp(model, params, batch, v, loss)
+
+    return _Operator(fn, params, "Hessian")
+
+
+def fisher_operator(model, params, batch, loss=MSE(), *, variant: str = "exact", num_samples: int = 1,
+                    seed: Any = 0) -> LinearOperator:
+    """A Fisher variant of :mod:`arraycurv.fisher` as a P x P SciPy ``LinearOperator``.
+
+    ``variant='exact'`` is the true Fisher (Bernacchia (2018) eq (5)) = the GGN for MSE
+    and softmax CE (same operator as :func:`ggn_operator`); ``'mc'`` the Monte-Carlo
+    Fisher with ``num_samples`` targets per input drawn once (with ``seed``) from the
+    model's predictive distribution when the operator is built (Bernacchia Sec. 5), so
+    every product uses the same draws (the matrix of :func:`arraycurv.fisher_mc_vp` with that
+    seed); ``'empirical'``
+    the empirical Fisher at the training targets (:func:`arraycurv.fisher_empirical_vp`;
+    not the GGN in general, see docs/curvature.md).
+
+    Parameters
+    ----------
+    model, params, batch, loss
+        As in :func:`ggn_operator`.
+    variant : {'exact', 'mc', 'empirical'}
+    num_samples : int
+        Draws per input for ``'mc'``.
+    seed : int or numpy Generator
+        Seed of the draws for ``'mc'``.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+        Symmetric PSD, shape (P, P), dtype of ``params``.
+    """
+    if variant not in FISHER_VARIANTS:
+        raise ValueError(f"variant: expected one of {FISHER_VARIANTS}, got {variant!r}")
+    if variant == "exact":
+        op = ggn_operator(model, params, batch, loss)
+        op.name = "exact Fisher"
+        return op
+    xp, x, y = _check_model(model, params, batch, loss)
+    b = x.shape[0]
+    api = _linearization_api(model)
+    if variant == "mc":
+        n = _check_num_samples(num_samples)
+        if api is not None:
+            lin = api.linearize(model, params, x)
+            hhat = _mc_output_metric(xp, loss, lin.outputs, seed, n)  # drawn once
+
+            def fn(v):
+                jv = _jvp_lin(api, lin, v)
+                return api.vjp_linearized(lin, xp.matmul(hhat, jv[..., None])[..., 0] / b)
+        else:
+            hhat = _mc_output_metric(xp, loss, forward(model, params, x), seed, n)  # drawn once
+
+            def fn(v):
+                _, jv = jvp(model, params, x, v)
+                return vjp(model, params, x, xp.matmul(hhat, jv[..., None])[..., 0] / b)
+
+        return _Operator(fn, params, "Monte-Carlo Fisher")
+    # empirical
+    if api is not None:
+        lin = api.linearize(model, params, x)
+        out = lin.outputs
+        check_targets(loss, out, y)
+        r = loss_grad(loss, out, y)
+
+        def fn(v):
+            jv = _jvp_lin(api, lin, v)
+            return api.vjp_linearized(lin, r * xp.sum(r * jv, axis=-1)[:, None] / b)
+    else:
+        batch = (x, y)
+
+        def fn(v):
+            return fisher_empirical_vp(model, params, batch, v, loss)
+
+    return _Operator(fn, params, "empirical Fisher")
+
+
+# ---------------------------------------------------------------- linearization glue
+def _jvp_lin(api, lin, v):
+    return api.jvp_linearized(lin, v)

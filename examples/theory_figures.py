@@ -1,0 +1,22 @@
+"""Huh (2020) Figs 1-3 and Table 1 from the theory alone (a few seconds).
+
+Run:  python examples/theory_figures.py
+Same: arraycurv theory --out results/theory
+"""
+
+import math
+
+import numpy as np
+
+from arraycurv import theory
+from arraycurv.experiments import theory_figures
+
+# Table 1: the exponent p of the map dynamics d sigma/dt = -eta_bar (sigma - sigma*) sigma^p (eq 17)
+print(theory.format_table1(depths=(1, 2, 4, math.inf)))
+
+# One singular mode of a depth-2 network under sqrt-NGD (eq 12 with q = 2): constant speed.
+path = theory_figures.trajectory("sqrt_ngd", (0.15, 0.3), xp=np)
+print("sqrt-NGD path ends at", path["end"], "; sigma_1^2 - sigma_2^2 drifted by", path["invariant_drift"])
+
+# Figs 1, 2, 3, table1.txt, summary.json
+theory_figures.run("results/theory")

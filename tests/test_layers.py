@@ -1,0 +1,368 @@
+"""Layers: forward passes against direct NumPy loops / closed forms, and every layer's
+JVP, VJP and R-operator pass against central finite differences (computed in float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from arraycurv import backend
+from arraycurv.layers import (
+    ACTIVATIONS,
+    Activation,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    activation_derivatives,
+    layer_forward,
+    layer_jvp,
+    layer_output_shape,
+    layer_param_shapes,
+    layer_rop_vjp,
+    layer_vjp,
+)
+from tests.helpers import assert_close, assert_like, assert_tree_close, dtypes, seeds
+
+#: Tolerance of a float32/float64 result against a float64 central difference (h = 1e-5).
+FD64_RTOL = {"float64": 1e-6, "float32": 5e-4}
+H = 1e-5
+
+
+# ---------------------------------------------------------------- references
+def conv_ref(x, k, b, stride, padding):
+    """Direct loop: y[n,o,u,v] = b_o + sum_{c,i,j} K[o,c,i,j] xpad[n,c,s u+i,s v+j]."""
+    (sh, sw), (ph, pw) = stride, padding
+    n_b, _, h, w = x.shape
+    o, _, kh, kw = k.shape
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    y = np.zeros((n_b, o, ho, wo))
+    for n in range(n_b):
+        for oc in range(o):
+            for u in range(ho):
+                for v in range(wo):
+                    patch = xpad[n, :, u * sh : u * sh + kh, v * sw : v * sw + kw]
+                    y[n, oc, u, v] = np.sum(k[oc] * patch) + (0.0 if b is None else b[oc])
+    return y
+
+
+def pool_ref(x, kernel, stride, op):
+    (kh, kw), (sh, sw) = kernel, stride
+    n_b, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    y = np.zeros((n_b, c, ho, wo))
+    for n in range(n_b):
+        for ch in range(c):
+            for u in range(ho):
+                for v in range(wo):
+                    y[n, ch, u, v] = op(x[n, ch, u * sh : u * sh + kh, v * sw : v * sw + kw])
+    return y
+
+
+def act_ref(name, x):
+    return {
+        "identity": x,
+        "tanh": np.tanh(x),
+        "relu": np.maximum(x, 0.0),
+        "elu": np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+        "sigmoid": scipy.special.expit(x),
+    }[name]
+
+
+KINK_GAP = 3e-4
+
+
+def near_kink(layer, x):
+    """True if a finite difference of step ~1e-5 at input ``x`` (NumPy) could cross a kink:
+    a relu/elu input within KINK_GAP of 0, or a max-pool window whose two largest entries
+    are within KINK_GAP (the argmax could change)."""
+    if isinstance(layer, Activation) and layer.name in ("relu", "elu"):
+        return bool(np.min(np.abs(x)) < KINK_GAP)
+    if isinstance(layer, MaxPool2d):
+        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+        win = np.sort(win.reshape(*win.shape[:4], -1), axis=-1)
+        return win.shape[-1] > 1 and bool(np.min(win[..., -1] - win[..., -2]) < KINK_GAP)
+    return False
+
+
+def rand(seed, shape, xp, dtype, scale=1.0):
+    return backend.normal(seed, shape, xp, dtype=dtype, scale=scale)
+
+
+def f64(xp, a):
+    """The same values in float64 (the point at which the float64 reference is taken)."""
+    if a is None:
+        return None
+    if isinstance(a, tuple):
+        return tuple(f64(xp, t) for t in a)
+    return xp.astype(a, xp.float64)
+
+
+def axpy(t, d, a):
+    """a + t d for arrays or tuples (d None -> a)."""
+    if d is None:
+        return a
+    if isinstance(a, tuple):
+        return tuple(ai + t * di for ai, di in zip(a, d))
+    return a + t * d
+
+
+def np64(a):
+    if isinstance(a, tuple):
+        return tuple(np64(t) for t in a)
+    return backend.to_numpy(a).astype(np.float64)
+
+
+def vdot(a, b):
+    if isinstance(a, tuple):
+        return sum(vdot(x, y) for x, y in zip(a, b))
+    return float(np.sum(np64(a) * np64(b)))
+
+
+# ---------------------------------------------------------------- strategies
+@st.composite
+def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool", "flatten")):
+    kind = draw(st.sampled_from(kinds))
+    if kind == "dense":
+        n_in, n_out = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+        layer, in_shape = Dense(n_in, n_out, bias=draw(st.booleans())), (n_in,)
+    elif kind == "activation":
+        layer = Activation(draw(st.sampled_from(ACTIVATIONS)))
+        in_shape = draw(st.sampled_from([(5,), (2, 3, 3)]))
+    elif kind == "conv":
+        c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        h, w = draw(st.integers(6, 10)), draw(st.integers(6, 10))
+        kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        layer = Conv2d(c, o, (kh, kw), stride=stride, padding=padding, bias=draw(st.booleans()))
+        in_shape = (c, h, w)
+    elif kind in ("avgpool", "maxpool"):
+        c, h, w = draw(st.integers(1, 3)), draw(st.integers(3, 10)), draw(st.integers(3, 10))
+        k = draw(st.integers(1, 3))
+        stride = draw(st.sampled_from([None, 1, 2, 3]))
+        layer = (AvgPool2d if kind == "avgpool" else MaxPool2d)(k, stride)
+        in_shape = (c, h, w)
+    else:
+        layer, in_shape = Flatten(), (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    return layer, in_shape, draw(st.integers(1, 4)), draw(dtypes), draw(seeds)
+
+
+def make_case(xp, layer, in_shape, b, dtype, seed, lead=()):
+    g = np.random.default_rng(seed)
+    p = tuple(rand(g, s, xp, dtype, 0.7) for s in layer_param_shapes(layer))
+    x = rand(g, (b, *in_shape), xp, dtype)
+    out = (b, *layer_output_shape(layer, in_shape))
+    dp = tuple(rand(g, lead + s, xp, dtype) for s in layer_param_shapes(layer)) if p else None
+    dx = rand(g, lead + (b, *in_shape), xp, dtype)
+    dy = rand(g, out, xp, dtype)
+    rdy = rand(g, lead + out, xp, dtype)
+    return p, x, dp, dx, dy, rdy
+
+
+# ---------------------------------------------------------------- forward passes
+@given(seed=seeds, b=st.integers(1, 5), n_in=st.integers(1, 8), n_out=st.integers(1, 8), bias=st.booleans(),
+       dtype=dtypes)
+def test_dense_forward_matches_numpy(xp, seed, b, n_in, n_out, bias, dtype):
+    layer = Dense(n_in, n_out, bias=bias)
+    p, x, *_ = make_case(xp, layer, (n_in,), b, dtype, seed)
+    y, _ = layer_forward(layer, p, x)
+    w = np64(p[0])
+    expected = np64(x) @ w.T + (np64(p[1]) if bias else 0.0)
+    assert_close(y, expected, like=x)
+
+
+@given(seed=seeds, name=st.sampled_from(ACTIVATIONS), dtype=dtypes)
+def test_activation_values_and_derivatives(xp, seed, name, dtype):
+    xn = 3.0 * np.random.default_rng(seed).standard_normal((4, 6))
+    xn = np.where(np.abs(xn) < 0.05, 0.5, xn)  # keep the finite differences off relu/elu kinks
+    x = backend.from_numpy(xn, xp, dtype=dtype)
+    xn = np64(x)
+    y, d1, d2 = activation_derivatives(name, x)
+    assert_close(y, act_ref(name, xn), like=x)
+    # derivatives against central differences of the NumPy closed forms (float64)
+    assert_close(d1, (act_ref(name, xn + H) - act_ref(name, xn - H)) / (2 * H), like=x, rtol=FD64_RTOL[dtype])
+    fd1 = lambda z: (act_ref(name, z + H) - act_ref(name, z - H)) / (2 * H)  # noqa: E731
+    fd2 = (fd1(xn + 1e-3) - fd1(xn - 1e-3)) / 2e-3  # truncation ~1e-6 |phi^(4)|, roundoff ~1e-8
+    assert_close(d2, fd2, like=x, rtol=1e-5 if dtype == "float64" else 5e-4, atol=1e-6)
+    big = backend.from_numpy(np.array([[-800.0, 800.0]]), xp, dtype=dtype)
+    for a in activation_derivatives(name, big):
+        assert bool(xp.all(xp.isfinite(a)))
+
+
+@settings(max_examples=15)
+@given(data=st.data(), dtype=dtypes, seed=seeds)
+def test_conv2d_forward_matches_loop(xp, data, dtype, seed):
+    layer, in_shape, b, _, _ = data.draw(layer_cases(kinds=("conv",)))
+    p, x, *_ = make_case(xp, layer, in_shape, b, dtype, seed)
+    y, _ = layer_forward(layer, p, x)
+    expected = conv_ref(np64(x), np64(p[0]), np64(p[1]) if layer.bias else None, layer.stride, layer.padding)
+    assert_close(y, expected, like=x)
+    assert tuple(y.shape[1:]) == layer_output_shape(layer, in_shape)
+
+
+@settings(max_examples=15)
+@given(data=st.data(), dtype=dtypes, seed=seeds)
+def test_pooling_forward_matches_loop(xp, data, dtype, seed):
+    layer, in_shape, b, _, _ = data.draw(layer_cases(kinds=("avgpool", "maxpool")))
+    _, x, *_ = make_case(xp, layer, in_shape, b, dtype, seed)
+    y, _ = layer_forward(layer, (), x)
+    op = np.mean if isinstance(layer, AvgPool2d) else np.max
+    assert_close(y, pool_ref(np64(x), layer.kernel_size, layer.stride, op), like=x)
+
+
+def test_flatten_is_c_order(xp):
+    x = rand(0, (2, 3, 2, 2), xp, "float64")
+    y, _ = layer_forward(Flatten(), (), x)
+    assert_close(y, np64(x).reshape(2, 12), like=x)
+
+
+def test_maxpool_ties_route_to_first_maximum(xp):
+    # all four entries of the window tie: the cotangent goes to the first (row-major)
+    x = xp.zeros((1, 1, 2, 4), dtype=xp.float64)
+    layer = MaxPool2d(2)
+    _, cache = layer_forward(layer, (), x)
+    dy = backend.from_numpy(np.array([[[[3.0, 5.0]]]]), xp)
+    dx, _ = layer_vjp(layer, (), cache, dy)
+    expected = np.array([[[[3.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
+    assert_close(dx, expected, like=x)
+
+
+# ------------------------------------------------------- derivative passes vs FD
+@settings(max_examples=40)
+@given(case=layer_cases())
+def test_layer_jvp_vjp_rop_against_finite_differences(xp, case):
+    layer, in_shape, b, dtype, seed = case
+    p, x, dp, dx, dy, rdy = make_case(xp, layer, in_shape, b, dtype, seed)
+    assume(not near_kink(layer, np64(x)))
+    rtol = FD64_RTOL[dtype]
+    y, cache = layer_forward(layer, p, x)
+    p64, x64, dp64, dx64, dy64, rdy64 = (f64(xp, a) for a in (p, x, dp, dx, dy, rdy))
+
+    def fwd(t):
+        return np64(layer_forward(layer, axpy(t, dp64, p64), axpy(t, dx64, x64))[0])
+
+    # JVP: d/dt f(p + t dp, x + t dx)
+    jv_fd = (fwd(H) - fwd(-H)) / (2 * H)
+    jv = layer_jvp(layer, p, cache, dp, dx)
+    assert_close(jv, jv_fd, like=x, rtol=rtol)
+
+    # VJP: <J^T dy, (dp, dx)> = d/dt <dy, f(p + t dp, x + t dx)>
+    gx, gp = layer_vjp(layer, p, cache, dy)
+    assert_like(gx, x, name="dx")
+    assert tuple(gx.shape) == tuple(x.shape)
+    lhs = vdot(gx, dx) + (vdot(gp, dp) if dp is not None else 0.0)
+    rhs = float(np.sum(np64(dy) * jv_fd))
+    scale = np.linalg.norm(np64(dy)) * np.linalg.norm(jv_fd) + np.linalg.norm(np64(gx)) * np.linalg.norm(np64(dx))
+    assert abs(lhs - rhs) <= rtol * scale + 1e-300
+
+    # R-op: d/dt vjp(p + t dp, x + t dx; dy + t rdy)
+    def back(t):
+        _, c = layer_forward(layer, axpy(t, dp64, p64), axpy(t, dx64, x64))
+        gx_t, gp_t = layer_vjp(layer, axpy(t, dp64, p64), c, dy64 + t * rdy64)
+        return np64(gx_t), np64(gp_t)
+
+    (gxp, gpp), (gxm, gpm) = back(H), back(-H)
+    rgx, rgp = layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
+    assert_close(rgx, (gxp - gxm) / (2 * H), like=x, rtol=rtol)
+    assert_tree_close(rgp, tuple((a - c) / (2 * H) for a, c in zip(gpp, gpm)), like=x, rtol=rtol)
+    assert len(rgp) == len(p)
+
+
+@settings(max_examples=20)
+@given(case=layer_cases())
+def test_leading_axes_equal_separate_passes(xp, case):
+    layer, in_shape, b, dtype, seed = case
+    m = 2
+    p, x, dp, dx, dy, rdy = make_case(xp, layer, in_shape, b, dtype, seed, lead=(m,))
+    _, cache = layer_forward(layer, p, x)
+    jv = layer_jvp(layer, p, cache, dp, dx)
+    dys = rdy  # an (m, B, ...) cotangent
+    gx, gp = layer_vjp(layer, p, cache, dys)
+    rgx, rgp = layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
+    for i in range(m):
+        dpi = None if dp is None else tuple(t[i, ...] for t in dp)
+        assert_close(jv[i, ...], layer_jvp(layer, p, cache, dpi, dx[i, ...]), like=x)
+        gxi, gpi = layer_vjp(layer, p, cache, dys[i, ...])
+        assert_close(gx[i, ...], gxi, like=x)
+        assert_tree_close(tuple(t[i, ...] for t in gp), gpi, like=x)
+        rgxi, rgpi = layer_rop_vjp(layer, p, cache, dpi, dx[i, ...], dy, rdy[i, ...])
+        assert_close(rgx[i, ...], rgxi, like=x)
+        assert_tree_close(tuple(t[i, ...] for t in rgp), rgpi, like=x)
+
+
+@settings(max_examples=15)
+@given(case=layer_cases(kinds=("dense", "conv")))
+def test_per_sample_param_cotangents_equal_single_sample_passes(xp, case):
+    layer, in_shape, b, dtype, seed = case
+    p, x, _, _, dy, _ = make_case(xp, layer, in_shape, b, dtype, seed)
+    _, cache = layer_forward(layer, p, x)
+    _, per = layer_vjp(layer, p, cache, dy, params_mode="per_sample")
+    for n in range(b):
+        _, c1 = layer_forward(layer, p, x[n : n + 1, ...])
+        _, g1 = layer_vjp(layer, p, c1, dy[n : n + 1, ...])
+        assert_tree_close(tuple(t[n, ...] for t in per), g1, like=x)
+    dx_only, none = layer_vjp(layer, p, cache, dy, params_mode="none")
+    assert none is None and dx_only.shape == x.shape
+
+
+# ------------------------------------------------------------------------ errors
+def test_conv_kernel_larger_than_padded_image_is_an_error(xp):
+    layer = Conv2d(1, 2, 5, padding=1)
+    with pytest.raises(ValueError, match=r"kernel_size: expected at most the padded input size \(4, 6\)"):
+        layer_output_shape(layer, (1, 2, 4))
+    x = xp.zeros((2, 1, 2, 4), dtype=xp.float64)
+    p = tuple(xp.zeros(s, dtype=xp.float64) for s in layer_param_shapes(layer))
+    with pytest.raises(ValueError, match="kernel_size"):
+        layer_forward(layer, p, x)
+    with pytest.raises(ValueError, match="kernel_size"):
+        layer_forward(MaxPool2d(3), (), x)
+
+
+def test_wrong_input_shape_names_x_and_the_layer(xp):
+    z = lambda s: xp.zeros(s, dtype=xp.float64)  # noqa: E731
+    layer = Dense(4, 3)
+    p = tuple(xp.zeros(s, dtype=xp.float64) for s in layer_param_shapes(layer))
+    with pytest.raises(ValueError, match=r"x: expected shape \(\*, 4\) for the input of Dense\(n_in=4"):
+        layer_forward(layer, p, xp.zeros((2, 5), dtype=xp.float64))
+    with pytest.raises(ValueError, match=r"x: .*Conv2d"):
+        layer_forward(Conv2d(2, 1, 3), (z((1, 2, 3, 3)), z((1,))), z((2, 3, 5, 5)))
+    with pytest.raises(ValueError, match=r"x: .*AvgPool2d"):
+        layer_forward(AvgPool2d(2), (), z((2, 5, 5)))
+
+
+def test_params_not_matching_the_layer_name_the_tensor(xp):
+    layer = Dense(4, 3)
+    x = xp.zeros((2, 4), dtype=xp.float64)
+    z = lambda s: xp.zeros(s, dtype=xp.float64)  # noqa: E731
+    with pytest.raises(ValueError, match=r"params\[1\]: expected shape \(3,\)"):
+        layer_forward(layer, (z((3, 4)), z((4,))), x)
+    with pytest.raises(ValueError, match=r"params: expected 2 arrays"):
+        layer_forward(layer, (z((3, 4)),), x)
+    _, cache = layer_forward(layer, (z((3, 4)), z((3,))), x)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(\.\.\., 2, 3\)"):
+        layer_vjp(layer, (z((3, 4)), z((3,))), cache, z((2, 4)))
+
+
+def test_bad_layer_arguments():
+    with pytest.raises(ValueError, match="name: expected an activation"):
+        Activation("softplus")
+    with pytest.raises(ValueError, match="kernel_size"):
+        Conv2d(1, 1, 0)
+    with pytest.raises(ValueError, match="stride"):
+        Conv2d(1, 1, 3, stride=(1, 2, 3))
+    with pytest.raises(ValueError, match="padding"):
+        Conv2d(1, 1, 3, padding=-1)
+    with pytest.raises(ValueError, match="n_in"):
+        Dense(0, 3)
+    with pytest.raises(ValueError, match="params_mode"):
+        x = np.zeros((1, 2))
+        layer_vjp(Dense(2, 2), (np.zeros((2, 2)), np.zeros(2)), x, x, params_mode="mean")
+    with pytest.raises(TypeError, match="layer: layer_forward is not implemented"):
+        layer_forward(object(), (), np.zeros((1, 2)))
