@@ -33,6 +33,8 @@ __all__ = [
     "device_of",
     "float_dtype",
     "from_numpy",
+    "host_namespace",
+    "host_scalar",
     "integers",
     "is_array",
     "namespace_by_name",
@@ -42,6 +44,8 @@ __all__ = [
     "orthogonal",
     "rng",
     "to_device",
+    "load_npz",
+    "save_npz",
     "to_numpy",
     "uniform",
 ]
@@ -111,14 +115,17 @@ def namespace_of(*args: Any, **named: Any):
         raise TypeError("namespace_of: expected at least one array argument, got none")
     first_name, first = pairs[0]
     xp = array_api_compat.array_namespace(first)
+    first_type = type(first)
     for name, arr in pairs[1:]:
-        other = array_api_compat.array_namespace(arr)
+        # arrays of the same Python type share a namespace: skip the (slow) lookup
+        other = xp if type(arr) is first_type else array_api_compat.array_namespace(arr)
         if other is not xp:
             raise TypeError(
                 f"{name}: expected an array of namespace {namespace_name(xp)!r} "
                 f"(like {first_name}), got one of namespace {namespace_name(other)!r}"
             )
-    check_same_device(pairs)
+    if not array_api_compat.is_numpy_namespace(xp):  # NumPy arrays all live on the CPU
+        check_same_device(pairs)
     return xp
 
 
@@ -178,6 +185,31 @@ def to_numpy(x: Any) -> np.ndarray:
         return np.from_dlpack(x)
     except Exception:  # pragma: no cover - depends on the namespace
         return np.asarray(x)
+
+
+def host_namespace():
+    """The NumPy namespace, for host-side work on data already converted by
+    :func:`to_numpy` (figures, tables, files); library math never uses it."""
+    return np
+
+
+def host_scalar(x: Any) -> Any:
+    """A NumPy scalar (``np.float64(1.0)``, ``np.bool_(True)``...) as the Python number it
+    holds; anything else unchanged. For tables and JSON."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def save_npz(file: Any, arrays: Any, *, compressed: bool = True) -> None:
+    """Write ``arrays`` (a mapping name -> array of any namespace) as a ``.npz`` archive into
+    ``file`` (a path or a binary file object), converting each array with :func:`to_numpy`."""
+    data = {str(k): np.asarray(to_numpy(v)) for k, v in arrays.items()}
+    (np.savez_compressed if compressed else np.savez)(file, **data)
+
+
+def load_npz(path: Any) -> dict:
+    """Read a ``.npz`` archive into a dict of NumPy arrays (no pickled objects)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):

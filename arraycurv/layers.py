@@ -284,9 +284,9 @@ class Conv2d:
 
 
 @dataclass(frozen=True)
-class AvgPool2d:
-    """Average pooling over kh x kw windows with the given stride (default: the kernel),
-    no padding; windows that do not fit at the bottom/right edge are dropped (floor)."""
+class _Pool2d:
+    """Window geometry shared by the pooling layers: ``kernel_size`` and ``stride``
+    (each an int or a pair; the stride defaults to the kernel)."""
 
     kernel_size: Any
     stride: Any = None
@@ -298,7 +298,13 @@ class AvgPool2d:
 
 
 @dataclass(frozen=True)
-class MaxPool2d:
+class AvgPool2d(_Pool2d):
+    """Average pooling over kh x kw windows with the given stride (default: the kernel),
+    no padding; windows that do not fit at the bottom/right edge are dropped (floor)."""
+
+
+@dataclass(frozen=True)
+class MaxPool2d(_Pool2d):
     """Max pooling over kh x kw windows (stride defaults to the kernel, no padding).
 
     The derivative routes each window's cotangent to its argmax. Ties are broken by the
@@ -306,14 +312,6 @@ class MaxPool2d:
     so the pass is a fixed linear selection at the current input (its second derivative
     is zero almost everywhere). Overlapping windows add their contributions.
     """
-
-    kernel_size: Any
-    stride: Any = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "kernel_size"))
-        s = self.kernel_size if self.stride is None else _pair(self.stride, "stride")
-        object.__setattr__(self, "stride", s)
 
 
 @dataclass(frozen=True)

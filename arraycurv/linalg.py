@@ -305,6 +305,19 @@ def kron_matvec(a, b, x):
     return xp.matmul(xp.matmul(a, x), xp.matrix_transpose(b))
 
 
+def _check_kron_operands(a, b, x, name):
+    """Namespace and sizes (m, n) of square ``a`` (..., m, m), ``b`` (..., n, n) and the
+    right-hand side ``x`` (..., m, n) called ``name``; raises naming the wrong argument."""
+    xp = backend.namespace_of(a=a, b=b, **{name: x})
+    check_square(a, "a")
+    check_square(b, "b")
+    check_matrix(x, name)
+    m, n = a.shape[-1], b.shape[-1]
+    if x.shape[-2:] != (m, n):
+        raise ValueError(f"{name}: expected shape (..., {m}, {n}) (size of a, size of b), got {tuple(x.shape)}")
+    return xp, m, n
+
+
 def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
     """``(A kron B + damping I)^p vec_r(X)`` in matrix form, from two eigendecompositions.
 
@@ -336,13 +349,7 @@ def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
     -------
     array, shape (..., m, n)
     """
-    xp = backend.namespace_of(a=a, b=b, x=x)
-    check_square(a, "a")
-    check_square(b, "b")
-    check_matrix(x, "x")
-    m, n = a.shape[-1], b.shape[-1]
-    if x.shape[-2:] != (m, n):
-        raise ValueError(f"x: expected shape (..., {m}, {n}) (size of a, size of b), got {tuple(x.shape)}")
+    xp, m, n = _check_kron_operands(a, b, x, "x")
     p = _real(p, "p")
     damping = _real(damping, "damping", nonneg=True)
     _check_inputs(xp, "a", [("a", a), ("b", b), ("x", x)])
@@ -381,13 +388,7 @@ def kron_solve(a, b, c):
         Shapes that do not fit (naming the argument), non-finite input, or a singular
         ``a`` or ``b`` (use :func:`kron_psd_power_apply` or :func:`pinv_power` then).
     """
-    xp = backend.namespace_of(a=a, b=b, c=c)
-    check_square(a, "a")
-    check_square(b, "b")
-    check_matrix(c, "c")
-    m, n = a.shape[-1], b.shape[-1]
-    if c.shape[-2:] != (m, n):
-        raise ValueError(f"c: expected shape (..., {m}, {n}) (size of a, size of b), got {tuple(c.shape)}")
+    xp, m, n = _check_kron_operands(a, b, c, "c")
     _check_inputs(xp, "a", [("a", a), ("b", b), ("c", c)])
     _batch_shape([("a", a), ("b", b), ("c", c)])
     y = _solve(a, c, "a", xp)  # A^{-1} C
@@ -453,13 +454,7 @@ def solve_sylvester(a, b, c, *, rcond=None):
     -------
     array, shape (..., m, n)
     """
-    xp = backend.namespace_of(a=a, b=b, c=c)
-    check_square(a, "a")
-    check_square(b, "b")
-    check_matrix(c, "c")
-    m, n = a.shape[-1], b.shape[-1]
-    if c.shape[-2:] != (m, n):
-        raise ValueError(f"c: expected shape (..., {m}, {n}) (size of a, size of b), got {tuple(c.shape)}")
+    xp, m, n = _check_kron_operands(a, b, c, "c")
     _check_inputs(xp, "a", [("a", a), ("b", b), ("c", c)])
     rc = _rcond(rcond, m * n, a.dtype, xp)
     _check_symmetric(a, "a", xp)

@@ -16,9 +16,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
+from . import backend
 from .results import atomic_write
+
+#: host-side NumPy for figure data (already converted by backend.to_numpy)
+np = backend.host_namespace()
 
 __all__ = [
     "RULE_STYLE",

@@ -22,8 +22,6 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from . import backend
 
 __all__ = [
@@ -102,14 +100,15 @@ def jsonable(obj: Any) -> Any:
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
+    obj = backend.host_scalar(obj)
     if isinstance(obj, (str, bool)) or obj is None:
         return obj
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, int):
         return int(obj)
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, float):
         v = float(obj)
         return v if math.isfinite(v) else None
-    if backend.is_array(obj) or isinstance(obj, np.ndarray):
+    if backend.is_array(obj):
         a = backend.to_numpy(obj)
         return jsonable(a.tolist()) if a.ndim else jsonable(a.item())
     if hasattr(obj, "__dataclass_fields__"):
@@ -139,30 +138,28 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, compressed:
 
     Keys may contain ``/`` (e.g. ``"sgd/train_loss"``) to group per-rule arrays.
     """
-    data = {str(k): np.asarray(backend.to_numpy(v)) for k, v in arrays.items()}
-
     def writer(f):
         buf = io.BytesIO()
-        (np.savez_compressed if compressed else np.savez)(buf, **data)
+        backend.save_npz(buf, arrays, compressed=compressed)
         f.write(buf.getvalue())
 
     return atomic_write(path, writer)
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike) -> dict:
     """Read a ``.npz`` archive into a plain dict of NumPy arrays."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return backend.load_npz(path)
 
 
 def _fmt(v: Any, float_format: str) -> str:
+    v = backend.host_scalar(v)
     if v is None:
         return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
         return format(float(v), float_format)
     return str(v)
 
@@ -177,7 +174,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, f
     if len(headers) != len(columns):
         raise ValueError(f"headers: expected {len(columns)} names (one per column), got {len(headers)}")
     cells = [[_fmt(r.get(c), float_format) for c in columns] for r in rows]
-    numeric = [all(isinstance(r.get(c), (int, float, np.number)) and not isinstance(r.get(c), bool)
+    numeric = [all(isinstance(backend.host_scalar(r.get(c)), (int, float))
+                   and not isinstance(backend.host_scalar(r.get(c)), bool)
                    for r in rows if r.get(c) is not None) for c in columns]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 

@@ -16,17 +16,16 @@ Prints a table and writes benchmarks/results/deep_linear.json (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import arraycurv as ac  # noqa: E402
+from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "deep_linear.json"
 
@@ -118,17 +117,7 @@ def main(argv=None):
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".deep_linear.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    results.write_json(out, result)
     print("wrote", out)
     return result
 

@@ -30,18 +30,17 @@ Prints a table and writes benchmarks/results/fractional.json (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import arraycurv as ac  # noqa: E402
+from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "fractional.json"
 FORMS = ("map", "dual", "full")
@@ -65,21 +64,6 @@ def timed(fn, repeats, sync):
         sync(out)
         best = min(best, time.perf_counter() - t0)
     return best, out
-
-
-def write_json(result, out):
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".fractional.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):
@@ -188,7 +172,7 @@ def main(argv=None):
                     "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_json(result, args.out)
+    results.write_json(args.out, result)
     print("wrote", args.out)
     return result
 

@@ -30,18 +30,16 @@ the products are timed round-robin so that bursts of load hit all of them alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import arraycurv as ac  # noqa: E402
-from arraycurv import networks  # noqa: E402
+from arraycurv import networks, results  # noqa: E402
 from arraycurv.layers import Conv2d, layer_forward  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mlp.json"
@@ -185,21 +183,6 @@ def bench_lenet(xp, repeats, sync):
     return {dtype: bench_lenet_dtype(xp, model, dtype, repeats, sync) for dtype in ("float32", "float64")}
 
 
-def write_atomic(path, result):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mlp.", suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 AIMS = {"ggn_vp_cached": 1.5, "hvp_cached": 2.0, "ggn_vp_uncached": 2.0, "hvp_uncached": 2.5}
 
 
@@ -259,7 +242,7 @@ def main(argv=None):
                          "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     result["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     result["config"]["out"] = str(args.out)
-    write_atomic(args.out, result)
+    results.write_json(args.out, result)
     print("wrote", args.out)
     return result
 

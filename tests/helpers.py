@@ -113,3 +113,37 @@ def assert_tree_close(result, expected, *, like=None, rtol=None, atol=0.0, name=
     if rtol is None:
         rtol = RTOL[dtype_name(result[0])]
     assert_close(np.concatenate(rs), np.concatenate(es), rtol=rtol, atol=atol, name=name)
+
+
+# ----------------------------------------------------------- model architectures
+@st.composite
+def mlp_models(draw, max_depth=4, max_width=8):
+    """MLPs (arraycurv.mlp) of depth 1..max_depth, widths 1..max_width, any activation."""
+    from arraycurv.layers import ACTIVATIONS
+    from arraycurv.networks import mlp
+
+    depth = draw(st.integers(1, max_depth))
+    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(depth + 1))
+    return mlp(sizes, draw(st.sampled_from(ACTIVATIONS)), bias=draw(st.booleans()))
+
+
+@st.composite
+def cnn_models(draw, max_channels=3, min_hw=6, max_hw=10, pools=None):
+    """Conv -> activation -> [pool] -> flatten -> dense on min_hw..max_hw square-ish images
+    with 1..max_channels channels; the pooling (one of ``pools``) is added when the conv
+    output has room for a 2 x 2 window."""
+    from arraycurv.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+    from arraycurv.networks import Sequential, _shapes
+
+    pools = (AvgPool2d(2), MaxPool2d(2), MaxPool2d(2, 1)) if pools is None else pools
+    c, h, w = (draw(st.integers(1, max_channels)), draw(st.integers(min_hw, max_hw)),
+               draw(st.integers(min_hw, max_hw)))
+    o = draw(st.integers(1, max_channels))
+    conv = Conv2d(c, o, draw(st.integers(2, 3)), stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 1)),
+                  bias=draw(st.booleans()))
+    pool = draw(st.sampled_from(pools))
+    head = (conv, Activation(draw(st.sampled_from(ACTIVATIONS))))
+    if _shapes(Sequential(head + (Flatten(),), (c, h, w)))[1][0] // o >= 4:  # room for a 2x2 pooling
+        head = head + (pool,)
+    feat = Sequential(head + (Flatten(),), (c, h, w))
+    return Sequential(feat.layers + (Dense(_shapes(feat)[1][0], draw(st.integers(1, 3))),), (c, h, w))

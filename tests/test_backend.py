@@ -96,3 +96,32 @@ def test_unavailable_cupy_is_a_clear_error():
 def test_top_level_exports():
     assert ac.normal is backend.normal
     assert callable(ac.flatten) and callable(ac.ggn_vp)
+
+
+def test_npz_round_trip_from_any_namespace(xp, tmp_path):
+    a = backend.normal(3, (4, 5), xp)
+    i = xp.asarray([1, 2, 3])
+    path = tmp_path / "x.npz"
+    backend.save_npz(str(path), {"a": a, "grp/i": i})
+    back = backend.load_npz(str(path))
+    assert sorted(back) == ["a", "grp/i"]
+    np.testing.assert_array_equal(back["a"], backend.to_numpy(a))
+    np.testing.assert_array_equal(back["grp/i"], np.asarray([1, 2, 3]))
+
+
+def test_host_scalar_and_namespace():
+    assert type(backend.host_scalar(np.float32(1.5))) is float
+    assert type(backend.host_scalar(np.int64(3))) is int
+    assert type(backend.host_scalar(np.bool_(True))) is bool
+    assert backend.host_scalar("x") == "x"
+    assert backend.host_namespace().asarray([1.0]).dtype == np.float64
+
+
+def test_only_the_backend_module_imports_numpy():
+    import pathlib
+    import re
+
+    pkg = pathlib.Path(ac.__file__).parent
+    offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+                 if p.name != "backend.py" and re.search(r"^\s*(import numpy|from numpy)", p.read_text(), re.M)]
+    assert offenders == [], f"modules importing numpy directly (use arraycurv.backend): {offenders}"

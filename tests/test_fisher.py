@@ -16,6 +16,8 @@ References, all independent of the code under test:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -23,34 +25,19 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+from arraycurv.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
 from arraycurv.networks import Sequential, mlp
+from tests import helpers
 from tests.helpers import assert_close, dtypes, seeds
 
 MSE, CE = ac.MSE(), ac.SoftmaxCrossEntropy()
 
 
 # ---------------------------------------------------------------- strategies
-@st.composite
-def mlp_models(draw, max_depth=3, max_width=5):
-    depth = draw(st.integers(1, max_depth))
-    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(depth + 1))
-    return mlp(sizes, draw(st.sampled_from(ACTIVATIONS)), bias=draw(st.booleans()))
-
-
-@st.composite
-def cnn_models(draw):
-    c, h, w = draw(st.integers(1, 2)), draw(st.integers(4, 5)), draw(st.integers(4, 5))
-    conv = Conv2d(c, draw(st.integers(1, 2)), draw(st.integers(2, 3)), stride=draw(st.integers(1, 2)),
-                  padding=draw(st.integers(0, 1)), bias=draw(st.booleans()))
-    pool = draw(st.sampled_from([AvgPool2d(2), MaxPool2d(2)]))
-    head = (conv, Activation(draw(st.sampled_from(ACTIVATIONS))))
-    n_pix = ac.networks._shapes(Sequential(head + (Flatten(),), (c, h, w)))[1][0] // conv.out_channels
-    if n_pix >= 4:  # room for a 2x2 pooling
-        head = head + (pool,)
-    feat = Sequential(head + (Flatten(),), (c, h, w))
-    n = ac.networks._shapes(feat)[1][0]
-    return Sequential(feat.layers + (Dense(n, draw(st.integers(1, 3))),), (c, h, w))
+#: small architectures: the Fisher tests materialize P x P matrices
+mlp_models = functools.partial(helpers.mlp_models, max_depth=3, max_width=5)
+cnn_models = functools.partial(helpers.cnn_models, max_channels=2, min_hw=4, max_hw=5,
+                               pools=(AvgPool2d(2), MaxPool2d(2)))
 
 
 @st.composite

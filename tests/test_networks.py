@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+from arraycurv.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
 from arraycurv.networks import (
     Sequential,
     backprop_to_layer_outputs,
@@ -28,7 +28,7 @@ from arraycurv.networks import (
     vjp_linearized,
 )
 from arraycurv.params import flatten, num_params, unflatten
-from tests.helpers import assert_close, assert_like, assert_tree_close, dtypes, seeds
+from tests.helpers import assert_close, assert_like, assert_tree_close, cnn_models, dtypes, mlp_models, seeds
 from tests.test_layers import act_ref, conv_ref, near_kink, pool_ref
 
 FD64_RTOL = {"float64": 1e-6, "float32": 5e-4}
@@ -37,27 +37,6 @@ MSE, CE = ac.MSE(), ac.SoftmaxCrossEntropy()
 
 
 # ---------------------------------------------------------------- strategies
-@st.composite
-def mlp_models(draw, max_depth=4, max_width=8):
-    depth = draw(st.integers(1, max_depth))
-    sizes = tuple(draw(st.integers(1, max_width)) for _ in range(depth + 1))
-    return mlp(sizes, draw(st.sampled_from(ACTIVATIONS)), bias=draw(st.booleans()))
-
-
-@st.composite
-def cnn_models(draw, max_channels=3, max_hw=10):
-    """Conv -> activation -> pool -> flatten -> dense, on 6x6 to 10x10 images, 1-3 channels."""
-    c, h, w = draw(st.integers(1, max_channels)), draw(st.integers(6, max_hw)), draw(st.integers(6, max_hw))
-    o = draw(st.integers(1, max_channels))
-    conv = Conv2d(c, o, draw(st.integers(2, 3)), stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 1)),
-                  bias=draw(st.booleans()))
-    pool = draw(st.sampled_from([AvgPool2d(2), MaxPool2d(2), MaxPool2d(2, 1)]))
-    act = Activation(draw(st.sampled_from(ACTIVATIONS)))
-    head = Sequential((conv, act, pool, Flatten()), (c, h, w))
-    n = ac.networks._shapes(head)[1][0]
-    return Sequential(head.layers + (Dense(n, draw(st.integers(1, 3))),), (c, h, w))
-
-
 @st.composite
 def cases(draw, models=None, max_batch=10):
     model = draw(models if models is not None else st.one_of(mlp_models(), cnn_models()))

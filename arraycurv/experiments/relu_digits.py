@@ -39,11 +39,6 @@ from . import UsageError, check_out_dir
 __all__ = ["DigitsConfig", "config_from_args", "kfac_rule", "ngd_d_damping", "run", "run_one"]
 
 
-def _host():
-    """The NumPy namespace (through the backend layer) for host-side post-processing of
-    recorded values, which :func:`arraycurv.train` returns as NumPy arrays."""
-    return backend.namespace_by_name("numpy")
-
 #: Levenberg-Marquardt damping of NGD-d per gain, Huh (2020) Fig S.I.2 caption.
 PAPER_NGD_D_DAMPING = {1.0: 1e-3, 1e-2: 1e-3, 1e-4: 1e-6, 1e-6: 1e-7}
 RULES = ("sgd", "ngd_d", "sqrt_ngd_d")
@@ -142,7 +137,7 @@ def _check_config(config: DigitsConfig) -> None:
 
 def run_one(name: str, gain: float, config: DigitsConfig, data, xp, *, progress=None):
     """Train one (rule, gain) pair; returns its history (NumPy) and timing."""
-    np = _host()
+    np = backend.host_namespace()
 
     model = mlp(config.sizes, activation="relu", bias=False)
     params0 = init_params(model, config.seed + 1, xp, dtype=config.dtype, method="orthogonal", gain=gain)

@@ -49,11 +49,6 @@ __all__ = [
 ]
 
 
-def _host():
-    """The NumPy namespace (through the backend layer) for host-side post-processing of
-    recorded values, which :func:`arraycurv.train` returns as NumPy arrays."""
-    return backend.namespace_by_name("numpy")
-
 #: The five rules of Huh Figs 4-5.
 DEFAULT_RULES = ("sgd", "ngd", "sqrt_ngd", "ngd_d", "sqrt_ngd_d")
 #: Power 1/q of each named rule (SGD: q = inf; Adam is calibrated like SGD).
@@ -264,7 +259,7 @@ def run_rule(name: str, config: TeacherStudentConfig, data, model, params0, u, v
                 eval_batches={"test": (data.x_test, data.y_test)}, record=record, progress=progress,
                 callback=callback)
     wall = time.perf_counter() - t0
-    np = _host()  # recorded values are NumPy arrays (train() converted them)
+    np = backend.host_namespace()  # recorded values are NumPy arrays (train() converted them)
 
     c = res.records["c"]
     hist = {
@@ -300,7 +295,7 @@ def summarize_rule(hist: dict, target_s, rank: int) -> dict:
       SGD learns the signal first: near 0). ``None`` if the strongest mode never reaches
       half its target.
     """
-    np = _host()
+    np = backend.host_namespace()
 
     target_s = np.asarray(target_s, dtype=np.float64)
     test = np.asarray(hist["test_loss"])
@@ -376,7 +371,7 @@ def _config_json(config: TeacherStudentConfig) -> dict:
 
 
 def _hist_for_plots(histories: dict, target_s, teacher_s, config) -> dict:
-    np = _host()
+    np = backend.host_namespace()
 
     out = {"rules": list(histories), "target_sv": np.asarray(target_s), "teacher_sv": np.asarray(teacher_s),
            "rank": config.rank}
@@ -441,7 +436,7 @@ def run(config: TeacherStudentConfig = TeacherStudentConfig(),
         ``timing`` (per rule, excluded from reproducibility comparisons), ``target_sv``,
         ``teacher_sv``, ``claims`` (:func:`analyze`), ``files``.
     """
-    np = _host()
+    np = backend.host_namespace()
 
     from ..results import write_json, write_npz
 

@@ -41,11 +41,6 @@ from . import check_out_dir
 __all__ = ["FIG1_RULES", "FIG2_P", "FIG3_RULES", "map_curves", "run", "trajectory", "vector_field"]
 
 
-def _host():
-    """The NumPy namespace (through the backend layer) for host-side post-processing of
-    recorded values, which :func:`arraycurv.train` returns as NumPy arrays."""
-    return backend.namespace_by_name("numpy")
-
 FIG1_RULES = ("sgd", "sqrt_ngd", "ngd")
 FIG3_RULES = ("ngd_d", "sqrt_ngd_d")
 FIG2_P = (0.0, 0.5, 1.0, 2.0)
@@ -120,7 +115,7 @@ def trajectory(rule: str, start, xp, *, sigma_star: float = 1.0, t_end: float = 
     :func:`arraycurv.integrate.solve_ode`; cut where |sigma_Delta| has fallen below 1e-3 of
     its start. Returns NumPy ``t``, ``path`` (T, 2), ``dots`` (positions every
     ``dot_every`` time units) and the drift of the rule's conserved quantity."""
-    np = _host()
+    np = backend.host_namespace()
 
     dt = backend.float_dtype(xp, dtype)
     y0 = backend.from_numpy(np.asarray(start, dtype=np.float64), xp, dtype=dt)
@@ -151,7 +146,7 @@ def map_curves(p: float, xp, *, targets=FIG2_TARGETS, eta_bar: float = 1.0, num:
     Initial conditions of the caption: 0 for p < 1, sigma_star / 100 for p >= 1. The time
     axis runs to 5x (p < 1) or 2x (p >= 1) the largest half-max time.
     """
-    np = _host()
+    np = backend.host_namespace()
 
     dt = backend.float_dtype(xp, dtype)
     s0 = [0.0 if p < 1 else s / 100.0 for s in targets]
