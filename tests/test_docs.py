@@ -4,6 +4,8 @@ import inspect
 import pathlib
 import re
 
+import pytest
+
 import arraycurv as ac
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
@@ -48,3 +50,19 @@ def test_equation_map_is_current():
     assert (DOCS / "equations.md").read_text() == mod.equation_map_text(), (
         "docs/equations.md is stale: run python docs/make_equations.py"
     )
+
+
+# ------------------------------------------------------------------- runnable examples
+_PAGES = [DOCS.parent / "README.md"] + sorted(DOCS.glob("*.md"))
+_WITH_CODE = [p for p in _PAGES if "```python" in p.read_text()]
+
+
+@pytest.mark.parametrize("page", _WITH_CODE, ids=[p.name for p in _WITH_CODE])
+def test_documented_examples_run(page, tmp_path, monkeypatch):
+    """Every ```python block of a page runs (the blocks of one page share a namespace, in
+    order, like a reader pasting them into one session); files they write go to tmp."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace = {"__name__": "__docs__"}
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S)):
+        exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
