@@ -140,7 +140,8 @@ def effective_depth(d: float, q: float) -> float:
         return q
     if math.isinf(q):
         return d
-    return d * q / (d + q - 1.0)
+    # = d q / (d + q - 1), written so that it never rounds below 1 (d, q >= 1)
+    return 1.0 + (d - 1.0) * (q - 1.0) / (d + q - 1.0)
 
 
 def depth_calibrated_rate(eta: float, d: float, q: float) -> float:
