@@ -24,21 +24,13 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+import timing  # noqa: E402
+from timing import best_of  # noqa: E402  (benchmarks/timing.py)
+
 import arraycurv as ac  # noqa: E402
 from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "deep_linear.json"
-
-
-def best_of(fn, repeats, sync):
-    """Best wall time (s) of ``repeats`` calls of ``fn`` (after one warm-up call)."""
-    sync(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sync(fn())
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv=None):
@@ -55,12 +47,7 @@ def main(argv=None):
 
     xp = ac.namespace_by_name(args.backend)
 
-    def sync(out):
-        # Force completion on asynchronous backends (CuPy) by moving one scalar to the host.
-        leaf = out
-        while isinstance(leaf, (tuple, list)):
-            leaf = leaf[-1]
-        float(ac.to_numpy(xp.sum(leaf)))
+    sync = timing.sync
 
     model = ac.DeepLinear((args.width,) * (args.depth + 1))
     params = ac.init_params(model, 0, xp, dtype=args.dtype)

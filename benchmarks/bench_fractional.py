@@ -39,31 +39,13 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+import timing  # noqa: E402  (benchmarks/timing.py)
+
 import arraycurv as ac  # noqa: E402
 from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "fractional.json"
 FORMS = ("map", "dual", "full")
-
-
-def timed(fn, repeats, sync):
-    """(best wall time over ``repeats`` calls after a warm-up, last result).
-
-    When the warm-up call alone took longer than 5 s, it counts as the only measurement.
-    """
-    t0 = time.perf_counter()
-    out = fn()
-    sync(out)
-    best = time.perf_counter() - t0
-    if best > 5.0:
-        return best, out
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        sync(out)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main(argv=None):
@@ -78,9 +60,6 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     xp = ac.namespace_by_name(args.backend)
-
-    def sync(out):
-        float(ac.to_numpy(xp.sum(out[-1])))
 
     rows = []
     measured: dict[tuple[str, int], tuple[float, int]] = {}  # (form, width) -> (seconds, matrix size)
@@ -118,7 +97,7 @@ def main(argv=None):
             def fn(form=form, data=data, model=model, params=params):
                 return ac.qngd_direction(model, params, data, args.q, form=form)
 
-            seconds, d = timed(fn, args.repeats, sync)
+            seconds, d = timing.timed(fn, args.repeats, long_warmup=5.0)
             row["seconds"] = seconds
             measured[(form, n)] = (seconds, size)
             directions[n][form] = ac.to_numpy(ac.flatten(d))

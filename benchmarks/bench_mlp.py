@@ -38,36 +38,14 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+import timing  # noqa: E402
+from timing import best_of  # noqa: E402  (benchmarks/timing.py)
+
 import arraycurv as ac  # noqa: E402
 from arraycurv import networks, results  # noqa: E402
 from arraycurv.layers import Conv2d, layer_forward  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mlp.json"
-
-
-def make_sync(xp):
-    def sync(out):
-        """Force completion on asynchronous backends by moving one scalar to the host."""
-        leaf = out
-        while isinstance(leaf, (tuple, list)):
-            leaf = leaf[-1]
-        if ac.is_array(leaf):
-            ns = ac.backend.namespace_of(out=leaf)
-            float(ac.to_numpy(ns.sum(leaf)))
-        return out
-
-    return sync
-
-
-def best_of(fn, repeats, sync):
-    """Best wall time (s) of ``repeats`` calls of ``fn`` (after one warm-up call)."""
-    sync(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sync(fn())
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def best_of_interleaved(fns, repeats, sync):
@@ -198,7 +176,7 @@ def main(argv=None):
         ap.error("--repeats and --matrix-repeats: expected positive integers")
 
     xp = ac.namespace_by_name(args.backend)
-    sync = make_sync(xp)
+    sync = timing.sync
     result = {"benchmark": "mlp", "config": vars(args) | {"out": None}, "aims": dict(AIMS)}
 
     print(f"MLP 784-300-100-10 (tanh), batch 128, {args.backend}, best of {args.repeats}")
