@@ -60,8 +60,9 @@ def test_linear_system_error_below_c_rtol_and_shrinking(seed, n):
         errors.append(err)
     # The bound shrinks with rtol; an easy problem may already be far below it at rtol = 1e-4,
     # so only the six-decade comparison is asserted strictly, and only where the loose
-    # error is above the rounding floor (a scalar decay can be exact to 1e-13 at once).
-    assert errors[2] < errors[0] or errors[0] <= 1000 * np.finfo(np.float64).eps * scale
+    # error is not already within the tight run's bound (a scalar decay can be exact to
+    # 1e-13 at rtol = 1e-4, leaving only rounding, which grows with the number of steps).
+    assert errors[2] < errors[0] or errors[0] <= C_GLOBAL * 1e-10 * scale
 
 
 def test_logistic_against_closed_form():
