@@ -318,6 +318,18 @@ def _check_kron_operands(a, b, x, name):
     return xp, m, n
 
 
+def _check_symmetric_kron_operands(xp, a, b, x, name, rcond):
+    """Checks shared by the routines that eigendecompose symmetric ``a`` and ``b``: finite
+    inputs, symmetry, broadcastable batch axes. Returns ``(rcond, batch shape)`` with the
+    default cut-off for the size m n of ``kron(a, b)``."""
+    named = [("a", a), ("b", b), (name, x)]
+    _check_inputs(xp, "a", named)
+    rc = _rcond(rcond, a.shape[-1] * b.shape[-1], a.dtype, xp)
+    _check_symmetric(a, "a", xp)
+    _check_symmetric(b, "b", xp)
+    return rc, _batch_shape(named)
+
+
 def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
     """``(A kron B + damping I)^p vec_r(X)`` in matrix form, from two eigendecompositions.
 
@@ -352,11 +364,7 @@ def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
     xp, m, n = _check_kron_operands(a, b, x, "x")
     p = _real(p, "p")
     damping = _real(damping, "damping", nonneg=True)
-    _check_inputs(xp, "a", [("a", a), ("b", b), ("x", x)])
-    rc = _rcond(rcond, m * n, a.dtype, xp)
-    _check_symmetric(a, "a", xp)
-    _check_symmetric(b, "b", xp)
-    batch = _batch_shape([("a", a), ("b", b), ("x", x)])
+    rc, batch = _check_symmetric_kron_operands(xp, a, b, x, "x", rcond)
     if m == 0 or n == 0:
         return xp.zeros(batch + (m, n), dtype=x.dtype, device=backend.device_of(x))
     wa, ua = xp.linalg.eigh(_sym(a, xp))
@@ -455,11 +463,7 @@ def solve_sylvester(a, b, c, *, rcond=None):
     array, shape (..., m, n)
     """
     xp, m, n = _check_kron_operands(a, b, c, "c")
-    _check_inputs(xp, "a", [("a", a), ("b", b), ("c", c)])
-    rc = _rcond(rcond, m * n, a.dtype, xp)
-    _check_symmetric(a, "a", xp)
-    _check_symmetric(b, "b", xp)
-    batch = _batch_shape([("a", a), ("b", b), ("c", c)])
+    rc, batch = _check_symmetric_kron_operands(xp, a, b, c, "c", rcond)
     if m == 0 or n == 0:
         return xp.zeros(batch + (m, n), dtype=c.dtype, device=backend.device_of(c))
     return _sylvester_eigh(a, b, c, rc, xp)[0]

@@ -180,6 +180,24 @@ def _clipped(direction, clip):
     return direction if clip is None else clip_direction(direction, clip)
 
 
+def _power_rule(lr, q, damping, clip, name, names, direction) -> UpdateRule:
+    """The stateless rule ``-lr direction(model, params, batch, q)``, optionally clipped,
+    after checking the arguments; ``names = (q = 1 name, q = 2 name, prefix)`` give the
+    default name (q = inf is SGD)."""
+    lr = _check_lr(lr)
+    q = _check_q(q)
+    _check_nonneg(damping, "damping")
+    clip = _check_clip(clip)
+    if name is None:
+        name = {1.0: names[0], 2.0: names[1], math.inf: "sgd"}.get(q, f"{names[2]}(q={q:g})")
+
+    def update(model, params, batch, state):
+        d = direction(model, params, batch, q)
+        return _clipped(tuple(lr * di for di in d), clip), state
+
+    return UpdateRule(name, _no_state, update, True)
+
+
 def qngd(lr, q, *, form="auto", damping=0.0, rcond=None, clip=None, loss=MSE(), name=None) -> UpdateRule:
     """Fractional NGD: ``direction = -lr (G + damping I)^{+1/q} g`` (Huh 2020 eq 12).
 
@@ -187,18 +205,9 @@ def qngd(lr, q, *, form="auto", damping=0.0, rcond=None, clip=None, loss=MSE(), 
     (update-speed clipping, Huh Sec. 6) bounds the norm of the returned direction
     (learning rate included) by :func:`arraycurv.clip_direction`.
     """
-    lr = _check_lr(lr)
-    q = _check_q(q)
-    _check_nonneg(damping, "damping")
-    clip = _check_clip(clip)
-    if name is None:
-        name = {1.0: "ngd", 2.0: "sqrt_ngd", math.inf: "sgd"}.get(q, f"qngd(q={q:g})")
-
-    def update(model, params, batch, state):
-        d = qngd_direction(model, params, batch, q, form=form, damping=damping, rcond=rcond, loss=loss)
-        return _clipped(tuple(lr * di for di in d), clip), state
-
-    return UpdateRule(name, _no_state, update, True)
+    return _power_rule(lr, q, damping, clip, name, ("ngd", "sqrt_ngd", "qngd"),
+                       lambda model, params, batch, q: qngd_direction(
+                           model, params, batch, q, form=form, damping=damping, rcond=rcond, loss=loss))
 
 
 def ngd(lr, **kw) -> UpdateRule:
@@ -215,18 +224,9 @@ def qngd_blockdiag(lr, q, *, damping=0.0, rcond=None, clip=None, loss=MSE(), nam
     """Block-diagonal q-NGD (Huh 2020 eq 19-21, footnote 4): per layer
     ``direction_i = -lr (G_ii + damping I)^{+1/q} g_i / d^{1/q}``
     (:func:`arraycurv.qngd_blockdiag_direction`), optionally clipped."""
-    lr = _check_lr(lr)
-    q = _check_q(q)
-    _check_nonneg(damping, "damping")
-    clip = _check_clip(clip)
-    if name is None:
-        name = {1.0: "ngd_d", 2.0: "sqrt_ngd_d", math.inf: "sgd"}.get(q, f"qngd_d(q={q:g})")
-
-    def update(model, params, batch, state):
-        d = qngd_blockdiag_direction(model, params, batch, q, damping=damping, rcond=rcond, loss=loss)
-        return _clipped(tuple(lr * di for di in d), clip), state
-
-    return UpdateRule(name, _no_state, update, True)
+    return _power_rule(lr, q, damping, clip, name, ("ngd_d", "sqrt_ngd_d", "qngd_d"),
+                       lambda model, params, batch, q: qngd_blockdiag_direction(
+                           model, params, batch, q, damping=damping, rcond=rcond, loss=loss))
 
 
 def ngd_d(lr, **kw) -> UpdateRule:
