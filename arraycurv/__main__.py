@@ -1,5 +1,7 @@
 """``python -m arraycurv``: the reproductions command line (see :mod:`arraycurv.cli`)."""
 
+
+
 import sys
 
 from .cli import main

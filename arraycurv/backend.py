@@ -44,11 +44,10 @@ __all__ = [
     "orthogonal",
     "rng",
     "to_device",
-    "load_npz",
-    "save_npz",
     "to_numpy",
     "uniform",
 ]
+
 
 #: Backend names understood by :func:`namespace_by_name`.
 BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
@@ -197,19 +196,6 @@ def host_scalar(x: Any) -> Any:
     """A NumPy scalar (``np.float64(1.0)``, ``np.bool_(True)``...) as the Python number it
     holds; anything else unchanged. For tables and JSON."""
     return x.item() if isinstance(x, np.generic) else x
-
-
-def save_npz(file: Any, arrays: Any, *, compressed: bool = True) -> None:
-    """Write ``arrays`` (a mapping name -> array of any namespace) as a ``.npz`` archive into
-    ``file`` (a path or a binary file object), converting each array with :func:`to_numpy`."""
-    data = {str(k): np.asarray(to_numpy(v)) for k, v in arrays.items()}
-    (np.savez_compressed if compressed else np.savez)(file, **data)
-
-
-def load_npz(path: Any) -> dict:
-    """Read a ``.npz`` archive into a dict of NumPy arrays (no pickled objects)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):

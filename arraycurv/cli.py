@@ -21,9 +21,12 @@ from collections.abc import Sequence
 
 from . import backend
 
-__all__ = ["build_parser", "main"]
+__all__ = ['DEFAULT_EXPERIMENT', 'EXPERIMENTS', 'build_parser', 'main']
+
 
 EXPERIMENTS = ("teacher-student", "theory", "relu-digits", "all")
+
+
 DEFAULT_EXPERIMENT = "teacher-student"
 
 
@@ -109,7 +112,7 @@ def _common(parser: argparse.ArgumentParser, experiment: str) -> None:
 
 
 def _teacher_student_options(parser: argparse.ArgumentParser) -> None:
-    from .experiments.teacher_student import DEFAULT_RULES, TeacherStudentConfig
+    from .experiments.huh_teacher_student import DEFAULT_RULES, TeacherStudentConfig
 
     d = TeacherStudentConfig()
     g = parser.add_argument_group("teacher-student options (Huh Sec. 6)")
@@ -142,7 +145,7 @@ def _teacher_student_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _relu_digits_options(parser: argparse.ArgumentParser) -> None:
-    from .experiments.relu_digits import DigitsConfig
+    from .experiments.huh_relu_digits import DigitsConfig
 
     d = DigitsConfig()
     g = parser.add_argument_group("relu-digits options (Huh S.I.3 on scikit-learn digits)")
@@ -241,7 +244,9 @@ def _run(args) -> int:
 
 
 def _run_experiments(args, xp) -> int:
-    from .experiments import relu_digits, teacher_student, theory_figures
+    from .experiments import huh_relu_digits as relu_digits
+    from .experiments import huh_teacher_student as teacher_student
+    from .experiments import huh_theory as theory_figures
 
     progress = not args.quiet
     plots = not args.no_plots

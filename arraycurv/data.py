@@ -22,16 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backend
+from .dynamics.theory import _check_widths
+from .validation import check_ndim, check_shape
 
 __all__ = [
     "BERNACCHIA_FIG1_WIDTHS",
+    "ClassificationData",
     "TeacherStudentData",
+    "aligned_params",
     "bernacchia_teacher_student",
     "huh_teacher_student",
     "input_covariance_spectrum",
-    "ClassificationData",
     "load_digits",
 ]
+
 
 #: Layer widths of the three deep linear networks of Bernacchia et al. (2018) Fig. 1A-C:
 #: A: 16 layers of width 20; B: 16 layers 20, 30, ..., 100, ..., 30, 20; C: 12-layer
@@ -41,6 +45,7 @@ BERNACCHIA_FIG1_WIDTHS = {
     "B": tuple(range(20, 101, 10)) + tuple(range(90, 19, -10)),
     "C": (200, 80, 34, 20, 10, 5, 2, 5, 10, 20, 34, 80, 200),
 }
+
 
 #: Default teacher singular values of :func:`huh_teacher_student`: s_k = 4 * 2^-k.
 _HUH_TOP = 4.0
@@ -387,3 +392,91 @@ def load_digits(*, test_fraction: float = 0.25, seed=0, xp=None, dtype=None, dev
     info = {"source": "sklearn.datasets.load_digits", "num_samples": n, "image_shape": (8, 8),
             "test_fraction": tf, "seed": seed}
     return ClassificationData(fx(images[train]), fy(labels[train]), fx(images[test]), fy(labels[test]), 10, info)
+
+
+# ------------------------------------------------------------ singular modes of networks
+def _check_orthonormal_columns(xp, m, name):
+    r = m.shape[1]
+    if r == 0:
+        return
+    gram = xp.matmul(xp.matrix_transpose(m), m)
+    eye = xp.eye(r, dtype=m.dtype, device=backend.device_of(m))
+    tol = max(1e-6, 1000.0 * float(xp.finfo(m.dtype).eps))
+    err = float(xp.max(xp.abs(gram - eye)))
+    if not err <= tol:
+        raise ValueError(f"{name}: expected orthonormal columns (max |M^T M - I| <= {tol:g}), got {err:.3g}")
+
+
+def aligned_params(sigmas, u_out, v_in, widths: Sequence[int], seed=None, xp=None, dtype=None):
+    """Weights whose singular modes are aligned (Huh 2020 footnote 1; Saxe et al. 2013).
+
+    W_i = U_i diag(sigmas[i-1, :]) V_i^T with V_1 = ``v_in`` (the teacher's right singular
+    vectors), U_L = ``u_out`` (its left singular vectors) and V_{i+1} = U_i, so the map is
+    W_L ... W_1 = u_out diag(prod_i sigmas[i, :]) v_in^T and mode k is the chain network
+    with strengths sigmas[:, k]. The intermediate bases U_1..U_{L-1} (orthonormal columns,
+    shape (n_i, r)) are random from ``seed`` (one draw per layer, in order, with
+    :func:`arraycurv.backend.orthogonal`), or the first r columns of the identity when
+    ``seed`` is None.
+
+    Parameters
+    ----------
+    sigmas : array or nested list (L, r)
+        Per-layer strengths of r modes.
+    u_out : array (n_L, r), v_in : array (n_0, r)
+        Orthonormal columns.
+    widths : sequence of int
+        (n_0, ..., n_L); r <= min(widths).
+    seed : int, numpy Generator or None
+    xp, dtype
+        Namespace and dtype when none of sigmas / u_out / v_in is an array (defaults:
+        NumPy, float64); otherwise those of the arrays (``dtype`` converts).
+
+    Returns
+    -------
+    tuple of arrays
+        (W_1, ..., W_L), W_i of shape (n_i, n_{i-1}).
+    """
+    widths = _check_widths(widths)
+    arrays = {k: v for k, v in (("sigmas", sigmas), ("u_out", u_out), ("v_in", v_in)) if backend.is_array(v)}
+    if arrays:
+        xp = backend.namespace_of(**arrays)
+        first = next(iter(arrays.values()))
+        dev = backend.device_of(first)
+        dt = backend.float_dtype(xp, dtype) if dtype is not None else first.dtype
+    else:
+        xp = xp if xp is not None else backend.namespace_by_name("numpy")
+        dev = None
+        dt = backend.float_dtype(xp, dtype)
+
+    def as_array(v, name):
+        if backend.is_array(v):
+            backend.check_float(v, name, xp)
+            return v if v.dtype == dt else xp.astype(v, dt)
+        return backend.from_numpy(v, xp, dtype=dt, device=dev)
+
+    sigmas = as_array(sigmas, "sigmas")
+    u_out = as_array(u_out, "u_out")
+    v_in = as_array(v_in, "v_in")
+    if dev is None:
+        dev = backend.device_of(sigmas)
+    L = len(widths) - 1
+    check_ndim(sigmas, 2, "sigmas")
+    check_shape(sigmas, (L, None), "sigmas")
+    r = sigmas.shape[1]
+    if r > min(widths):
+        raise ValueError(f"sigmas: expected at most min(widths) = {min(widths)} modes (columns), got {r}")
+    check_shape(u_out, (widths[-1], r), "u_out")
+    check_shape(v_in, (widths[0], r), "v_in")
+    _check_orthonormal_columns(xp, u_out, "u_out")
+    _check_orthonormal_columns(xp, v_in, "v_in")
+    gen = backend.rng(seed) if seed is not None else None
+    bases = [v_in]
+    for i in range(1, L):
+        if gen is None:
+            bases.append(xp.eye(widths[i], r, dtype=dt, device=dev))
+        else:
+            bases.append(backend.orthogonal(gen, (widths[i], r), xp, dtype=dt, device=dev))
+    bases.append(u_out)
+    return tuple(
+        xp.matmul(bases[i + 1] * sigmas[i, :], xp.matrix_transpose(bases[i])) for i in range(L)
+    )

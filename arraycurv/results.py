@@ -1,15 +1,20 @@
-"""Result files of the reproductions: atomic writes of JSON summaries, NPZ arrays, text
-and figures, and an aligned text table for the console.
+"""The backend layer: everything the array API standard does not provide.
 
-Every file is written to a temporary file in the destination directory and then moved
-over the destination with :func:`os.replace`, which is atomic on POSIX and Windows: a
-reader (or a rerun after an interruption) sees either the old complete file or the new
-complete file, never a half-written one. A failure while writing removes the temporary
-file and leaves any previous file untouched.
+This is the only module of :mod:`arraycurv` that imports NumPy directly. It gives
 
-This is an *output* module: it takes NumPy arrays (or arrays of any namespace, converted
-with :func:`arraycurv.backend.to_numpy`) and plain Python data. The experiment logic stays
-array-agnostic.
+* the namespace (and device) of the inputs through ``array_api_compat``, with a clear
+  error when inputs mix namespaces or devices (:func:`namespace_of`, :func:`device_of`);
+* the dtype policy: float64 by default, float32 supported (:func:`float_dtype`,
+  :func:`check_float`);
+* seeded random numbers that give the same values on every namespace for the same seed
+  (:func:`rng`, :func:`normal`, :func:`uniform`, :func:`integers`, :func:`orthogonal`):
+  they are drawn with NumPy's PCG64 generator in float64 and then moved to the
+  requested namespace, dtype and device;
+* conversion to NumPy for plotting and saving (:func:`to_numpy`) and from NumPy into a
+  namespace (:func:`from_numpy`), device moves (:func:`to_device`), and the lookup of a
+  namespace by name (:func:`namespace_by_name`) for command lines.
+
+See ``docs/backend.md`` and spec section 1.
 """
 
 from __future__ import annotations
@@ -28,12 +33,29 @@ __all__ = [
     "atomic_write",
     "format_table",
     "jsonable",
+    "load_npz",
     "read_json",
     "read_npz",
+    "save_npz",
     "write_json",
     "write_npz",
     "write_text",
 ]
+
+
+def save_npz(file: Any, arrays: Any, *, compressed: bool = True) -> None:
+    """Write ``arrays`` (a mapping name -> array of any namespace) as a ``.npz`` archive into
+    ``file`` (a path or a binary file object), converting each array with :func:`to_numpy`."""
+    np = backend.host_namespace()
+    data = {str(k): np.asarray(backend.to_numpy(v)) for k, v in arrays.items()}
+    (np.savez_compressed if compressed else np.savez)(file, **data)
+
+
+def load_npz(path: Any) -> dict:
+    """Read a ``.npz`` archive into a dict of NumPy arrays (no pickled objects)."""
+    np = backend.host_namespace()
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _file_mode(path: str) -> int:
@@ -140,7 +162,7 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, compressed:
     """
     def writer(f):
         buf = io.BytesIO()
-        backend.save_npz(buf, arrays, compressed=compressed)
+        save_npz(buf, arrays, compressed=compressed)
         f.write(buf.getvalue())
 
     return atomic_write(path, writer)
@@ -148,7 +170,7 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, compressed:
 
 def read_npz(path: str | os.PathLike) -> dict:
     """Read a ``.npz`` archive into a plain dict of NumPy arrays."""
-    return backend.load_npz(path)
+    return load_npz(path)
 
 
 def _fmt(v: Any, float_format: str) -> str:

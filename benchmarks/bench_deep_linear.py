@@ -38,28 +38,28 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per quantity (best is kept)")
     ap.add_argument("--matrix-repeats", type=int, default=3, help="timed builds of the explicit GGN")
-    ap.add_argument("--backend", default="numpy", choices=list(ac.BACKENDS))
+    ap.add_argument("--backend", default="numpy", choices=list(ac.backend.BACKENDS))
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--width", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
 
-    xp = ac.namespace_by_name(args.backend)
+    xp = ac.backend.namespace_by_name(args.backend)
 
     sync = timing.sync
 
     model = ac.DeepLinear((args.width,) * (args.depth + 1))
     params = ac.init_params(model, 0, xp, dtype=args.dtype)
-    x = ac.normal(1, (args.batch, args.width), xp, dtype=args.dtype)
-    y = ac.normal(2, (args.batch, args.width), xp, dtype=args.dtype)
+    x = ac.backend.normal(1, (args.batch, args.width), xp, dtype=args.dtype)
+    y = ac.backend.normal(2, (args.batch, args.width), xp, dtype=args.dtype)
     v = ac.init_params(model, 3, xp, dtype=args.dtype)
     batch = (x, y)
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     r = args.repeats
 
     t = {}
-    t["moments"] = best_of(lambda: ac.moments(x, y).sxx, r, sync)
+    t["moments"] = best_of(lambda: ac.models.moments(x, y).sxx, r, sync)
     t["grad_batch"] = best_of(lambda: ac.value_and_grad(model, params, batch), r, sync)
     t["grad_moments"] = best_of(lambda: ac.value_and_grad(model, params, mom), r, sync)
     t["ggn_vp_batch"] = best_of(lambda: ac.ggn_vp(model, params, batch, v), r, sync)

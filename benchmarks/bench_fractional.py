@@ -56,10 +56,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (best is kept)")
     ap.add_argument("--budget", type=float, default=60.0, help="skip the full form when estimated above this (s)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    ap.add_argument("--backend", default="numpy", choices=list(ac.BACKENDS))
+    ap.add_argument("--backend", default="numpy", choices=list(ac.backend.BACKENDS))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    xp = ac.namespace_by_name(args.backend)
+    xp = ac.backend.namespace_by_name(args.backend)
 
     rows = []
     measured: dict[tuple[str, int], tuple[float, int]] = {}  # (form, width) -> (seconds, matrix size)
@@ -67,8 +67,8 @@ def main(argv=None):
     for n in sorted(args.widths):
         model = ac.DeepLinear((n,) * (args.depth + 1))
         params = ac.init_params(model, 0, xp, dtype=args.dtype)
-        target = ac.normal(1, (n, n), xp, dtype=args.dtype)
-        mom = ac.whitened_moments(target)
+        target = ac.backend.normal(1, (n, n), xp, dtype=args.dtype)
+        mom = ac.models.whitened_moments(target)
         root = math.sqrt(n)
         eye = xp.eye(n, dtype=params[0].dtype)
         batch = (root * eye, root * xp.matrix_transpose(target))  # same moments as ``mom``
@@ -100,7 +100,7 @@ def main(argv=None):
             seconds, d = timing.timed(fn, args.repeats, long_warmup=5.0)
             row["seconds"] = seconds
             measured[(form, n)] = (seconds, size)
-            directions[n][form] = ac.to_numpy(ac.flatten(d))
+            directions[n][form] = ac.backend.to_numpy(ac.flatten(d))
             print(f"width {n:>3}  {form:<5} {size:>6} x {size:<6} {seconds:>10.4f} s", flush=True)
             rows.append(row)
 

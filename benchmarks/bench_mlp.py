@@ -42,8 +42,9 @@ import timing  # noqa: E402
 from timing import best_of  # noqa: E402  (benchmarks/timing.py)
 
 import arraycurv as ac  # noqa: E402
-from arraycurv import networks, results  # noqa: E402
-from arraycurv.layers import Conv2d, layer_forward  # noqa: E402
+from arraycurv import results  # noqa: E402
+from arraycurv.models import sequential as networks  # noqa: E402
+from arraycurv.models.layers import Conv2d, layer_forward  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mlp.json"
 
@@ -68,21 +69,21 @@ def best_of_interleaved(fns, repeats, sync):
 def bench_mlp_products(xp, dtype, repeats, sync):
     model = ac.mlp((784, 300, 100, 10), "tanh")
     params = ac.init_params(model, 0, xp, dtype=dtype)
-    x = ac.normal(1, (128, 784), xp, dtype=dtype)
-    y = ac.normal(2, (128, 10), xp, dtype=dtype)
+    x = ac.backend.normal(1, (128, 784), xp, dtype=dtype)
+    y = ac.backend.normal(2, (128, 10), xp, dtype=dtype)
     v = ac.init_params(model, 3, xp, dtype=dtype)
     batch = (x, y)
     loss = ac.MSE()
     lin = ac.linearize(model, params, x)
 
     def ggn_cached():
-        jv = ac.jvp_linearized(lin, v)
-        return ac.vjp_linearized(lin, ac.loss_hessian_vp(loss, lin.outputs, jv) / 128)
+        jv = ac.models.sequential.jvp_linearized(lin, v)
+        return ac.models.sequential.vjp_linearized(lin, ac.losses.loss_hessian_vp(loss, lin.outputs, jv) / 128)
 
     t = best_of_interleaved({
         "grad": lambda: ac.value_and_grad(model, params, batch),
         "ggn_vp_cached": ggn_cached,
-        "hvp_cached": lambda: ac.hvp_linearized(lin, y, v, loss),
+        "hvp_cached": lambda: ac.models.sequential.hvp_linearized(lin, y, v, loss),
         "ggn_vp_uncached": lambda: ac.ggn_vp(model, params, batch, v),
         "hvp_uncached": lambda: ac.hvp(model, params, batch, v),
         "linearize": lambda: ac.linearize(model, params, x).outputs,
@@ -94,14 +95,14 @@ def bench_mlp_products(xp, dtype, repeats, sync):
 def bench_explicit_ggn(xp, repeats, sync, skip_jtj):
     model = ac.mlp((64, 64, 64, 10), "tanh")
     params = ac.init_params(model, 0, xp)
-    x = ac.normal(1, (256, 64), xp)
-    p = ac.num_params(ac.param_shapes(model))
+    x = ac.backend.normal(1, (256, 64), xp)
+    p = ac.params.num_params(ac.param_shapes(model))
     b, k = 256, 10
     out = {"num_params": p}
-    out["fisher_exact_matrix_s"] = best_of(lambda: ac.fisher_exact_matrix(model, params, x), repeats, sync)
+    out["fisher_exact_matrix_s"] = best_of(lambda: ac.curvature.fisher_exact_matrix(model, params, x), repeats, sync)
     out["jacobian_s"] = best_of(lambda: ac.jacobian(model, params, x), repeats, sync)
     # the matmul rate on a product with the same flop count as the structured assembly
-    a = ac.normal(4, (b, p), xp)
+    a = ac.backend.normal(4, (b, p), xp)
     t_mm = best_of(lambda: xp.matmul(xp.matrix_transpose(a), a), 1, sync)
     out["matmul_BxP_gram_s"] = t_mm
     out["matmul_rate_gflops"] = 2.0 * b * p * p / t_mm / 1e9
@@ -125,8 +126,8 @@ def conv_flops(layer, in_shape, b):
 
 def bench_lenet_dtype(xp, model, dtype, repeats, sync):
     params = ac.init_params(model, 0, xp, dtype=dtype)
-    x = ac.normal(1, (128, 3, 32, 32), xp, dtype=dtype)
-    y = ac.integers(2, 0, 10, (128,), xp)
+    x = ac.backend.normal(1, (128, 3, 32, 32), xp, dtype=dtype)
+    y = ac.backend.integers(2, 0, 10, (128,), xp)
     loss = ac.SoftmaxCrossEntropy()
     res = {"grad_s": best_of(lambda: ac.value_and_grad(model, params, (x, y), loss), repeats, sync)}
     lin = ac.linearize(model, params, x)
@@ -140,10 +141,10 @@ def bench_lenet_dtype(xp, model, dtype, repeats, sync):
         t_conv += best_of(lambda layer=layer, pl=pl, a=a: layer_forward(layer, pl, a)[0], repeats, sync)
         f, (m, kk, n) = conv_flops(layer, ins[i], 128)
         flops += f
-        lhs = ac.normal(5, (m, kk), xp, dtype=dtype)
-        rhs = ac.normal(6, (kk, n), xp, dtype=dtype)
+        lhs = ac.backend.normal(5, (m, kk), xp, dtype=dtype)
+        rhs = ac.backend.normal(6, (kk, n), xp, dtype=dtype)
         mm_t += best_of(lambda lhs=lhs, rhs=rhs: xp.matmul(lhs, rhs), repeats, sync)
-    sq = ac.normal(7, (2048, 2048), xp, dtype=dtype)
+    sq = ac.backend.normal(7, (2048, 2048), xp, dtype=dtype)
     t_sq = best_of(lambda: xp.matmul(sq, sq), max(1, repeats // 4), sync)
     res.update({
         "conv_forward_s": t_conv,
@@ -168,14 +169,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per quantity (best is kept)")
     ap.add_argument("--matrix-repeats", type=int, default=2, help="timed builds of the explicit GGN")
-    ap.add_argument("--backend", default="numpy", choices=list(ac.BACKENDS))
+    ap.add_argument("--backend", default="numpy", choices=list(ac.backend.BACKENDS))
     ap.add_argument("--skip-jtj", action="store_true", help="skip the (slow) J^T J reference for the explicit GGN")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.matrix_repeats < 1:
         ap.error("--repeats and --matrix-repeats: expected positive integers")
 
-    xp = ac.namespace_by_name(args.backend)
+    xp = ac.backend.namespace_by_name(args.backend)
     sync = timing.sync
     result = {"benchmark": "mlp", "config": vars(args) | {"out": None}, "aims": dict(AIMS)}
 

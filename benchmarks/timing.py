@@ -13,9 +13,9 @@ def sync(out):
     leaf = out
     while isinstance(leaf, (tuple, list)):
         leaf = leaf[-1]
-    if ac.is_array(leaf):
+    if ac.backend.is_array(leaf):
         xp = ac.backend.namespace_of(out=leaf)
-        float(ac.to_numpy(xp.sum(leaf)))
+        float(ac.backend.to_numpy(xp.sum(leaf)))
     return out
 
 

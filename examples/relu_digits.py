@@ -8,7 +8,7 @@ Same: arraycurv relu-digits --out results/relu-digits
 
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
-from arraycurv.experiments import relu_digits
+from arraycurv.experiments import huh_relu_digits as relu_digits
 
 config = relu_digits.DigitsConfig(
     gains=(1.0, 1e-2, 1e-4, 1e-6),

@@ -10,7 +10,7 @@ claims and whether this run shows it.
 
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
-from arraycurv.experiments import teacher_student
+from arraycurv.experiments import huh_teacher_student as teacher_student
 
 config = teacher_student.TeacherStudentConfig(
     depth=4,  # weight matrices of the student

@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 
-from arraycurv import theory
-from arraycurv.experiments import theory_figures
+from arraycurv.experiments import huh_theory as theory_figures
+from arraycurv.experiments.huh_theory import format_table1
 
 # Table 1: the exponent p of the map dynamics d sigma/dt = -eta_bar (sigma - sigma*) sigma^p (eq 17)
-print(theory.format_table1(depths=(1, 2, 4, math.inf)))
+print(format_table1(depths=(1, 2, 4, math.inf)))
 
 # One singular mode of a depth-2 network under sqrt-NGD (eq 12 with q = 2): constant speed.
 path = theory_figures.trajectory("sqrt_ngd", (0.15, 0.3), xp=np)

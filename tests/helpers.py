@@ -119,8 +119,8 @@ def assert_tree_close(result, expected, *, like=None, rtol=None, atol=0.0, name=
 @st.composite
 def mlp_models(draw, max_depth=4, max_width=8):
     """MLPs (arraycurv.mlp) of depth 1..max_depth, widths 1..max_width, any activation."""
-    from arraycurv.layers import ACTIVATIONS
-    from arraycurv.networks import mlp
+    from arraycurv import mlp
+    from arraycurv.models.layers import ACTIVATIONS
 
     depth = draw(st.integers(1, max_depth))
     sizes = tuple(draw(st.integers(1, max_width)) for _ in range(depth + 1))
@@ -132,8 +132,9 @@ def cnn_models(draw, max_channels=3, min_hw=6, max_hw=10, pools=None):
     """Conv -> activation -> [pool] -> flatten -> dense on min_hw..max_hw square-ish images
     with 1..max_channels channels; the pooling (one of ``pools``) is added when the conv
     output has room for a 2 x 2 window."""
-    from arraycurv.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
-    from arraycurv.networks import Sequential, _shapes
+    from arraycurv import Sequential
+    from arraycurv.models.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+    from arraycurv.models.sequential import _shapes
 
     pools = (AvgPool2d(2), MaxPool2d(2), MaxPool2d(2, 1)) if pools is None else pools
     c, h, w = (draw(st.integers(1, max_channels)), draw(st.integers(min_hw, max_hw)),

@@ -139,7 +139,15 @@ def test_entry_point_declared():
 
 
 def test_all_runs_every_experiment_into_its_folder(tmp_path, monkeypatch):
-    from arraycurv.experiments import relu_digits, teacher_student, theory_figures
+    from arraycurv.experiments import (
+        huh_relu_digits as relu_digits,
+    )
+    from arraycurv.experiments import (
+        huh_teacher_student as teacher_student,
+    )
+    from arraycurv.experiments import (
+        huh_theory as theory_figures,
+    )
 
     calls = []
     monkeypatch.setattr(theory_figures, "run", lambda out, **kw: calls.append(("theory", out, kw["dtype"])))

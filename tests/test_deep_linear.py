@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv import interface as itf
+from arraycurv.curvature import generic as itf
 from tests.helpers import FD_RTOL, RTOL, assert_close, deep_linear_cases, dtypes, fd_step, seeds
 
 
@@ -23,13 +23,13 @@ from tests.helpers import FD_RTOL, RTOL, assert_close, deep_linear_cases, dtypes
 def make_case(xp, widths, b, seed, dtype="float64"):
     model = ac.DeepLinear(widths)
     params = ac.init_params(model, seed, xp, dtype=dtype)
-    x = ac.normal(seed + 1, (b, widths[0]), xp, dtype=dtype)
-    y = ac.normal(seed + 2, (b, widths[-1]), xp, dtype=dtype)
+    x = ac.backend.normal(seed + 1, (b, widths[0]), xp, dtype=dtype)
+    y = ac.backend.normal(seed + 2, (b, widths[-1]), xp, dtype=dtype)
     return model, params, x, y
 
 
 def rand_tangent(xp, model, seed, dtype="float64"):
-    return ac.unflatten(ac.normal(seed, (model.num_params,), xp, dtype=dtype), model.shapes)
+    return ac.unflatten(ac.backend.normal(seed, (model.num_params,), xp, dtype=dtype), model.shapes)
 
 
 def np_of(tree):
@@ -114,9 +114,9 @@ def test_total_map_and_partial_products(xp, case, dtype):
     widths, _, seed = case
     model, params, x, _ = make_case(xp, widths, 1, seed, dtype)
     ws = np_of(params)
-    wbar = ac.total_map(params)
+    wbar = ac.models.total_map(params)
     assert_close(wbar, np_total(ws), like=params[0], rtol=rtol_for(dtype, 10))
-    prefix, suffix = ac.partial_products(params)
+    prefix, suffix = ac.models.partial_products(params)
     assert len(prefix) == len(suffix) == model.depth
     for k in range(model.depth):
         assert_close(prefix[k], np_prefix(ws, k), like=params[0], rtol=rtol_for(dtype, 10))
@@ -136,7 +136,7 @@ def test_jvp_matches_finite_differences(xp, case, dtype):
     assert_close(out, ac.forward(model, params, x), like=x, rtol=rtol_for(dtype, 10))
     p64, v64, x64 = cast64(xp, params), cast64(xp, v), xp.astype(x, xp.float64)
     h = fd_step("float64")
-    fd = (ac.forward(model, ac.tree_axpy(h, v64, p64), x64) - ac.forward(model, ac.tree_axpy(-h, v64, p64), x64)) / (
+    fd = (ac.forward(model, ac.params.tree_axpy(h, v64, p64), x64) - ac.forward(model, ac.params.tree_axpy(-h, v64, p64), x64)) / (
         2 * h
     )
     assert_close(jv, fd, like=x, rtol=ref_rtol(dtype))
@@ -148,12 +148,12 @@ def test_vjp_is_the_adjoint_of_jvp_and_matches_fd(xp, case, dtype):
     widths, b, seed = case
     model, params, x, _ = make_case(xp, widths, b, seed, dtype)
     v = rand_tangent(xp, model, seed + 3, dtype)
-    u = ac.normal(seed + 4, (b, widths[-1]), xp, dtype=dtype)
+    u = ac.backend.normal(seed + 4, (b, widths[-1]), xp, dtype=dtype)
     _, jv = ac.jvp(model, params, x, v)
     jtu = ac.vjp(model, params, x, u)
     lhs = float(xp.sum(jv * u))
-    rhs = float(ac.tree_vdot(v, jtu))
-    scale = float(xp.sqrt(xp.sum(jv * jv) * xp.sum(u * u))) + float(ac.tree_norm(v) * ac.tree_norm(jtu))
+    rhs = float(ac.params.tree_vdot(v, jtu))
+    scale = float(xp.sqrt(xp.sum(jv * jv) * xp.sum(u * u))) + float(ac.params.tree_norm(v) * ac.params.tree_norm(jtu))
     assert abs(lhs - rhs) <= 10 * RTOL[dtype] * scale
     # J^T u is the gradient of phi(theta) = sum_b <f(x_b), u_b>: central differences in float64
     p64, x64, u64 = cast64(xp, params), xp.astype(x, xp.float64), xp.astype(u, xp.float64)
@@ -184,7 +184,7 @@ def test_value_and_grad_matches_fd_default_and_moments(xp, case, dtype):
     loss_d, grad_d = itf.value_and_grad.dispatch(object)(model, params, (x, y))
     assert_close(grad, grad_d, like=x, rtol=rtol_for(dtype, 10))
     # from moments: same value (up to the cancellation in Huh eq 1, relative to <|y|^2>) and gradient
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     loss_m, grad_m = ac.value_and_grad(model, params, mom)
     yy = float(np.sum(ys * ys) / b) + float(np.sum(r * r) / b)
     assert_close(loss_m, 0.5 * np.sum(r * r) / b, like=x, rtol=0.0, atol=100 * RTOL[dtype] * yy)
@@ -207,7 +207,7 @@ def test_value_and_grad_matches_fd_default_and_moments(xp, case, dtype):
 def test_moments_match_explicit_sums(xp, case, dtype):
     widths, b, seed = case
     _, _, x, y = make_case(xp, widths, b, seed, dtype)
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     xs, ys = backend.to_numpy(x).astype(np.float64), backend.to_numpy(y).astype(np.float64)
     assert_close(mom.sxx, sum(np.outer(a, a) for a in xs) / b, like=x)
     assert_close(mom.syx, sum(np.outer(c, a) for a, c in zip(xs, ys)) / b, like=x)
@@ -220,8 +220,8 @@ def test_whitened_moments_give_huh_eq1(xp, case, dtype):
     """L = 1/2 ||w̄ - w̄_*||_F^2 with Sigma_x = I (Huh eq 1) and g = J Delta (Sec. 2)."""
     widths, _, seed = case
     model, params, _, _ = make_case(xp, widths, 1, seed, dtype)
-    target = ac.normal(seed + 5, (widths[-1], widths[0]), xp, dtype=dtype)
-    mom = ac.whitened_moments(target)
+    target = ac.backend.normal(seed + 5, (widths[-1], widths[0]), xp, dtype=dtype)
+    mom = ac.models.whitened_moments(target)
     assert_close(mom.sxx, np.eye(widths[0]), like=target)
     ws, t = np_of(params), backend.to_numpy(target).astype(np.float64)
     delta = np_total(ws) - t
@@ -231,7 +231,7 @@ def test_whitened_moments_give_huh_eq1(xp, case, dtype):
     for i in range(model.depth):
         ref = np_suffix(ws, i).T @ delta @ np_prefix(ws, i).T  # g_i = W_{>i}^T Delta W_{<i}^T
         assert_close(grad[i], ref, like=target, rtol=rtol_for(dtype, 100))
-    loss2, _ = ac.value_and_grad(model, params, ac.whitened_moments(target, syy=2.5))
+    loss2, _ = ac.value_and_grad(model, params, ac.models.whitened_moments(target, syy=2.5))
     assert_close(loss2 - loss, 0.5 * (2.5 - np.sum(t * t)), like=target, rtol=0.0, atol=1e-3 if dtype == "float32"
                  else 1e-10)
 
@@ -253,9 +253,9 @@ def test_explicit_jacobian_matches_basis_jvps_and_fd(xp, case, dtype):
     h = fd_step("float64")
     jn = backend.to_numpy(jac).astype(np.float64)
     for k in range(3):
-        d = ac.normal(seed + 10 + k, (model.num_params,), xp)
+        d = ac.backend.normal(seed + 10 + k, (model.num_params,), xp)
         dt = ac.unflatten(d, model.shapes)
-        fd = (ac.forward(model, ac.tree_axpy(h, dt, p64), x64) - ac.forward(model, ac.tree_axpy(-h, dt, p64), x64)) / (
+        fd = (ac.forward(model, ac.params.tree_axpy(h, dt, p64), x64) - ac.forward(model, ac.params.tree_axpy(-h, dt, p64), x64)) / (
             2 * h
         )
         assert_close(to_xp(jn @ backend.to_numpy(d), x64), fd, rtol=ref_rtol(dtype))
@@ -267,7 +267,7 @@ def test_map_jacobian_matches_basis_jvps_and_fd(xp, case, dtype):
     widths, _, seed = case
     model, params, _, _ = make_case(xp, widths, 1, seed, dtype)
     n0, nl = widths[0], widths[-1]
-    jm = ac.map_jacobian(model, params)
+    jm = ac.curvature.map_jacobian(model, params)
     assert tuple(jm.shape) == (nl * n0, model.num_params)
     # JVP on the identity batch: row c of J v is (dw̄ e_c)^T, so vec_r(dw̄) = (J v)^T flattened
     ident = xp.eye(n0, dtype=params[0].dtype, device=backend.device_of(params[0]))
@@ -280,9 +280,9 @@ def test_map_jacobian_matches_basis_jvps_and_fd(xp, case, dtype):
     p64 = cast64(xp, params)
     h = fd_step("float64")
     for k in range(3):
-        d = ac.normal(seed + 20 + k, (model.num_params,), xp)
+        d = ac.backend.normal(seed + 20 + k, (model.num_params,), xp)
         dt = ac.unflatten(d, model.shapes)
-        fd = (ac.total_map(ac.tree_axpy(h, dt, p64)) - ac.total_map(ac.tree_axpy(-h, dt, p64))) / (2 * h)
+        fd = (ac.models.total_map(ac.params.tree_axpy(h, dt, p64)) - ac.models.total_map(ac.params.tree_axpy(-h, dt, p64))) / (2 * h)
         got = backend.to_numpy(jm).astype(np.float64) @ backend.to_numpy(d)
         assert_close(got, backend.to_numpy(fd).reshape(-1), rtol=ref_rtol(dtype))
 
@@ -306,7 +306,7 @@ def _check_ggn_forms(xp, widths, b, seed, dtype):
     assert_close(ac.flatten(gv), gn @ backend.to_numpy(ac.flatten(v)).astype(np.float64), like=x,
                  rtol=rtol_for(dtype, 10))
     # and from the moments
-    assert_close(ac.ggn_matrix(model, params, ac.moments(x, y)), gn, like=x, rtol=rtol_for(dtype, 10))
+    assert_close(ac.ggn_matrix(model, params, ac.models.moments(x, y)), gn, like=x, rtol=rtol_for(dtype, 10))
     # symmetric and PSD
     assert np.max(np.abs(gn - gn.T)) <= RTOL[dtype] * np.max(np.abs(gn))
     lam = np.linalg.eigvalsh((gn + gn.T) / 2)
@@ -335,7 +335,7 @@ def test_ggn_blocks_and_fisher_kron_factors(xp, case, dtype):
     g = backend.to_numpy(ac.ggn_matrix(model, params, (x, y))).astype(np.float64)
     blocks = ac.ggn_blocks(model, params, (x, y))
     diag = ac.ggn_block_diag(model, params, (x, y))
-    factors = ac.fisher_kron_factors(model, params, (x, y))
+    factors = ac.curvature.fisher_kron_factors(model, params, (x, y))
     offs = np.cumsum([0] + [a * c for a, c in model.shapes])
     ws, xs = np_of(params), backend.to_numpy(x).astype(np.float64)
     for i in range(model.depth):
@@ -364,9 +364,9 @@ def test_fisher_error_covariance_by_sampling(numpy_xp):
     model, params, x, _ = make_case(xp, (3, 4, 2, 3), 5, 7)
     out = ac.forward(model, params, x)
     k = 20000
-    ys = ac.sample_targets(ac.MSE(), out, 11, num_samples=k)  # (k, B, nL)
-    prefix, suffix = ac.partial_products(params)
-    factors = ac.fisher_kron_factors(model, params, (x, out))
+    ys = ac.losses.sample_targets(ac.MSE(), out, 11, num_samples=k)  # (k, B, nL)
+    prefix, suffix = ac.models.partial_products(params)
+    factors = ac.curvature.fisher_kron_factors(model, params, (x, out))
     for i in range(model.depth):
         e = np.einsum("on,kbo->kbn", suffix[i], np.asarray(ys) - np.asarray(out)[None])  # e_i = W_{>i}^T (y - f)
         cov = np.einsum("kbn,kbm->nm", e, e) / (k * x.shape[0])
@@ -401,12 +401,12 @@ def test_hvp_matches_fd_of_gradient_and_hessian_matrix(xp, case, dtype):
     hv = ac.hvp(model, params, batch, v)
     p64, v64, b64 = cast64(xp, params), cast64(xp, v), (xp.astype(x, xp.float64), xp.astype(y, xp.float64))
     h = fd_step("float64")
-    gp = ac.value_and_grad(model, ac.tree_axpy(h, v64, p64), b64)[1]
-    gm = ac.value_and_grad(model, ac.tree_axpy(-h, v64, p64), b64)[1]
-    fd = ac.flatten(ac.tree_scale(ac.tree_sub(gp, gm), 1 / (2 * h)))
+    gp = ac.value_and_grad(model, ac.params.tree_axpy(h, v64, p64), b64)[1]
+    gm = ac.value_and_grad(model, ac.params.tree_axpy(-h, v64, p64), b64)[1]
+    fd = ac.flatten(ac.params.tree_scale(ac.params.tree_sub(gp, gm), 1 / (2 * h)))
     assert_close(ac.flatten(hv), fd, like=x, rtol=ref_rtol(dtype))
     # from moments
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     hv_m = ac.hvp(model, params, mom, v)
     assert_close(ac.flatten(hv_m), ac.flatten(hv), like=x, rtol=0.0,
                  atol=100 * RTOL[dtype] * (1 + float(mom.syy)) * (1 + float(xp.max(xp.abs(ac.flatten(hv))))))
@@ -456,8 +456,8 @@ def test_huh_eq2_eq3_depth_two(xp, seed, n, dtype):
     """Huh (2020) eqs (2)-(3) for d = 2, Sigma_x = I: H w' = [w2^T D' + w2'^T D; D' w1^T + D w1'^T]."""
     model = ac.DeepLinear((n, n + 1, n))
     params = ac.init_params(model, seed, xp, dtype=dtype)
-    target = ac.normal(seed + 1, (n, n), xp, dtype=dtype)
-    mom = ac.whitened_moments(target)
+    target = ac.backend.normal(seed + 1, (n, n), xp, dtype=dtype)
+    mom = ac.models.whitened_moments(target)
     v = rand_tangent(xp, model, seed + 2, dtype)
     (w1, w2), (v1, v2), t = np_of(params), np_of(v), backend.to_numpy(target).astype(np.float64)
     delta = w2 @ w1 - t
@@ -477,8 +477,8 @@ def test_null_direction_leaves_the_map_unchanged(xp, case, dtype, data):
     model, params, x, y = make_case(xp, widths, b, seed, dtype)
     i = data.draw(st.integers(1, model.depth - 1))
     ni = widths[i]
-    m = ac.normal(seed + 7, (ni, ni), xp, dtype=dtype, scale=1 / np.sqrt(ni))
-    nd = ac.null_space_direction(params, i, m)
+    m = ac.backend.normal(seed + 7, (ni, ni), xp, dtype=dtype, scale=1 / np.sqrt(ni))
+    nd = ac.curvature.null_space_direction(params, i, m)
     ws, mn = np_of(params), backend.to_numpy(m).astype(np.float64)
     # the definition: m W_i at layer i, -W_{i+1} m at layer i+1, zero elsewhere
     ref = [np.zeros_like(w) for w in ws]
@@ -487,11 +487,11 @@ def test_null_direction_leaves_the_map_unchanged(xp, case, dtype, data):
     # first order: d w̄ / dt = 0 along the direction (central differences, float64); compare with
     # the map's derivative along a generic direction of the same layers
     p64, m64 = cast64(xp, params), xp.astype(m, xp.float64)
-    n64 = ac.null_space_direction(p64, i, m64)
+    n64 = ac.curvature.null_space_direction(p64, i, m64)
     h = fd_step("float64")
 
     def dmap(d):
-        return (ac.total_map(ac.tree_axpy(h, d, p64)) - ac.total_map(ac.tree_axpy(-h, d, p64))) / (2 * h)
+        return (ac.models.total_map(ac.params.tree_axpy(h, d, p64)) - ac.models.total_map(ac.params.tree_axpy(-h, d, p64))) / (2 * h)
 
     flip = tuple(-a if k == i else a for k, a in enumerate(n64))  # m W_i, +W_{i+1} m: not a symmetry
     generic = float(xp.max(xp.abs(dmap(flip))))
@@ -514,9 +514,9 @@ def test_null_direction_leaves_the_map_unchanged(xp, case, dtype, data):
     eps = float(np.finfo(dtype).eps)
     gn = ac.ggn_vp(model, params, (x, y), nd)
     gflip = ac.ggn_vp(model, params, (x, y), tuple(-a if k == i else a for k, a in enumerate(nd)))
-    assert float(ac.tree_norm(gn)) <= 1e3 * eps * max(float(ac.tree_norm(gflip)), 1e-300)
+    assert float(ac.params.tree_norm(gn)) <= 1e3 * eps * max(float(ac.params.tree_norm(gflip)), 1e-300)
     _, grad = ac.value_and_grad(model, params, (x, y))
-    assert abs(float(ac.tree_vdot(grad, nd))) <= 1e3 * eps * max(float(ac.tree_norm(grad) * ac.tree_norm(nd)), 1e-300)
+    assert abs(float(ac.params.tree_vdot(grad, nd))) <= 1e3 * eps * max(float(ac.params.tree_norm(grad) * ac.params.tree_norm(nd)), 1e-300)
 
 
 @settings(max_examples=12)
@@ -524,7 +524,7 @@ def test_null_direction_leaves_the_map_unchanged(xp, case, dtype, data):
 def test_null_space_basis(xp, case, dtype):
     widths, b, seed = case
     model, params, x, y = make_case(xp, widths, b, seed, dtype)
-    basis = ac.null_space_basis(model, params)
+    basis = ac.curvature.null_space_basis(model, params)
     k = sum(n * n for n in widths[1:-1])
     assert tuple(basis.shape) == (k, model.num_params)
     if k == 0:
@@ -536,14 +536,14 @@ def test_null_space_basis(xp, case, dtype):
             for c in range(ni):
                 m = np.zeros((ni, ni))
                 m[a, c] = 1.0
-                nd = ac.null_space_direction(params, i, to_xp(m, params[0]))
+                nd = ac.curvature.null_space_direction(params, i, to_xp(m, params[0]))
                 rows.append(backend.to_numpy(ac.flatten(nd)))
     assert_close(basis, np.stack(rows), like=params[0], rtol=0.0, atol=0.0)
     # J n = 0 and G n = 0 for every row, up to the rounding of the entries of J, G (relative
     # error <= ~L eps each) summed without cancellation: |J| |n|
     eps = float(np.finfo(dtype).eps)
     bn = backend.to_numpy(basis).astype(np.float64)
-    for mat in (ac.map_jacobian(model, params), ac.ggn_matrix(model, params, (x, y))):
+    for mat in (ac.curvature.map_jacobian(model, params), ac.ggn_matrix(model, params, (x, y))):
         mn = backend.to_numpy(mat).astype(np.float64)
         bound = 20 * model.depth * eps * (np.abs(mn) @ np.abs(bn).T)
         assert np.all(np.abs(mn @ bn.T) <= bound + 1e-300)
@@ -613,9 +613,9 @@ def test_bad_params_and_batch(xp):
     with pytest.raises(TypeError, match=r"v\[1\]: expected dtype"):
         ac.hvp(model, params, batch, (v[0], xp.astype(v[1], xp.float32)))
     with pytest.raises(TypeError, match=r"model: expected a DeepLinear"):
-        ac.fisher_kron_factors("net", params, batch)
+        ac.curvature.fisher_kron_factors("net", params, batch)
     with pytest.raises(ValueError, match=r"params\[1\]: expected shape \(\*, 4\)"):
-        ac.total_map((params[0], xp.ones((2, 3), dtype=xp.float64)))
+        ac.models.total_map((params[0], xp.ones((2, 3), dtype=xp.float64)))
     with pytest.raises(ValueError, match=r"method: expected 'gaussian' or 'orthogonal'"):
         ac.init_params(model, 0, xp, method="xavier")
 
@@ -629,7 +629,7 @@ def test_only_mse_is_supported(xp):
         with pytest.raises(TypeError, match=r"^loss: expected losses.MSE\(\)"):
             fn(model, params, (x, y), *args, loss=ce)
     with pytest.raises(TypeError, match=r"^loss: expected"):
-        ac.fisher_kron_factors(model, params, (x, y), loss=ce)
+        ac.curvature.fisher_kron_factors(model, params, (x, y), loss=ce)
 
 
 def test_nan_and_inf_are_rejected(xp):
@@ -645,16 +645,16 @@ def test_nan_and_inf_are_rejected(xp):
         ac.hvp(model, params, (inf_x, y), v)
     with pytest.raises(ValueError, match=r"v\[0\]: expected finite"):
         ac.ggn_vp(model, params, (x, y), (v[0] * float("inf"), v[1]))
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     with pytest.raises(ValueError, match=r"batch.syx: expected finite"):
         ac.value_and_grad(model, params, ac.LinearMoments(mom.sxx, mom.syx * float("nan"), mom.syy))
     with pytest.raises(ValueError, match=r"^x: expected finite"):
-        ac.moments(inf_x, y)
+        ac.models.moments(inf_x, y)
 
 
 def test_bad_moments(xp):
     model, params, x, y = make_case(xp, (3, 4, 2), 5, 0)
-    mom = ac.moments(x, y)
+    mom = ac.models.moments(x, y)
     with pytest.raises(ValueError, match=r"batch.sxx: expected shape \(3, 3\)"):
         ac.ggn_vp(model, params, ac.LinearMoments(mom.sxx[:2, :2], mom.syx, mom.syy), params)
     with pytest.raises(ValueError, match=r"batch.syx: expected shape \(2, 3\)"):
@@ -670,11 +670,11 @@ def test_bad_moments(xp):
     loss_num, _ = ac.value_and_grad(model, params, ac.LinearMoments(mom.sxx, mom.syx, float(mom.syy)))
     assert_close(loss_num, ac.value_and_grad(model, params, mom)[0], like=x)
     with pytest.raises(ValueError, match=r"^y: expected 5 rows"):
-        ac.moments(x, y[:4, :])
+        ac.models.moments(x, y[:4, :])
     with pytest.raises(ValueError, match=r"^target_map: expected an array with 2 dimensions"):
-        ac.whitened_moments(y[0, :])
+        ac.models.whitened_moments(y[0, :])
     with pytest.raises(ValueError, match=r"^syy: expected a scalar"):
-        ac.whitened_moments(y, syy=xp.ones((2,), dtype=xp.float64))
+        ac.models.whitened_moments(y, syy=xp.ones((2,), dtype=xp.float64))
 
 
 def test_mixed_namespaces_are_named(xp):
@@ -687,7 +687,7 @@ def test_mixed_namespaces_are_named(xp):
         ac.jacobian(model, params, x_other)
     m_other = backend.from_numpy(np.eye(4), other)
     with pytest.raises(TypeError, match=r"^m: expected an array of namespace"):
-        ac.null_space_direction(params, 1, m_other)
+        ac.curvature.null_space_direction(params, 1, m_other)
 
 
 def test_null_space_direction_bad_input(xp):
@@ -695,8 +695,8 @@ def test_null_space_direction_bad_input(xp):
     m = xp.eye(4, dtype=xp.float64)
     for i in (0, 3, 1.0, True):
         with pytest.raises(ValueError, match=r"^i: expected a hidden layer index 1 <= i <= 2"):
-            ac.null_space_direction(params, i, m)
+            ac.curvature.null_space_direction(params, i, m)
     with pytest.raises(ValueError, match=r"^m: expected shape \(5, 5\)"):
-        ac.null_space_direction(params, 2, m)
+        ac.curvature.null_space_direction(params, 2, m)
     with pytest.raises(ValueError, match=r"params\[1\]: expected shape \(\*, 4\) \(columns = rows of params\[0\]\)"):
-        ac.null_space_direction((params[0], params[2], params[1]), 1, m)
+        ac.curvature.null_space_direction((params[0], params[2], params[1]), 1, m)

@@ -20,10 +20,19 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
-from arraycurv import backend
-from arraycurv.deep_linear import DeepLinear
-from arraycurv.experiments import UsageError, relu_digits, teacher_student, theory_figures
-from arraycurv.interface import init_params
+from arraycurv import DeepLinear, backend, init_params
+from arraycurv.experiments import (
+    UsageError,
+)
+from arraycurv.experiments import (
+    huh_relu_digits as relu_digits,
+)
+from arraycurv.experiments import (
+    huh_teacher_student as teacher_student,
+)
+from arraycurv.experiments import (
+    huh_theory as theory_figures,
+)
 from arraycurv.results import read_json, read_npz
 
 
@@ -302,7 +311,7 @@ def test_fig2_half_max_times_match_closed_forms_and_quadrature(theory_run):
 def test_fig2_curves_pass_through_half_max(theory_run):
     """The plotted curves (theory.map_strength, eq 17 integrated by the theory module) reach
     sigma_star / 2 at the half-max times (closed forms / quadrature): two independent routes."""
-    from arraycurv.theory import map_strength
+    from arraycurv.dynamics.theory import map_strength
 
     out, summary = theory_run
     arrays = read_npz(out / "arrays.npz")
@@ -363,8 +372,8 @@ def test_relu_digits_tiny_run(tmp_path, xp):
     for m in s["runs"].values():
         assert 0.0 <= m["final_test_accuracy"] <= 1.0
     # initial parameters: all-zero biases absent, outputs ~ gain^2 * x: predictions = argmax of W2 W1 x
+    from arraycurv import mlp
     from arraycurv.data import load_digits
-    from arraycurv.networks import mlp
 
     d = load_digits(seed=cfg.seed)
     w = init_params(mlp(cfg.sizes, activation="relu", bias=False), cfg.seed + 1, np, method="orthogonal", gain=1e-4)

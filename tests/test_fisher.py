@@ -24,9 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import arraycurv as ac
-from arraycurv import backend
-from arraycurv.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
-from arraycurv.networks import Sequential, mlp
+from arraycurv import Sequential, backend, mlp
+from arraycurv.models.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
 from tests import helpers
 from tests.helpers import assert_close, dtypes, seeds
 
@@ -59,7 +58,7 @@ def cases(draw, models=None, max_batch=5, losses=(MSE, CE)):
 def out_dim(model):
     if isinstance(model, ac.DeepLinear):
         return model.widths[-1]
-    return ac.networks._shapes(model)[1][0]
+    return ac.models.sequential._shapes(model)[1][0]
 
 
 def in_shape(model):
@@ -100,7 +99,7 @@ def loss_of(target):
 def default_ggn(model, params, batch, loss):
     """The interface's generic GGN (jvp then vjp per column), bypassing model overrides."""
     shapes = ac.param_shapes(model)
-    p = ac.num_params(shapes)
+    p = ac.params.num_params(shapes)
     vp = ac.ggn_vp.dispatch(object)
     eye = np.eye(p)
     xp = backend.namespace_of(params=tuple(params))
@@ -122,14 +121,14 @@ def softmax(f):
 def test_exact_fisher_equals_generic_ggn_and_its_product(xp, case):
     model, b, dtype, seed, loss = case
     params, x, y, v = make_case(xp, model, b, dtype, seed, loss)
-    f = ac.fisher_exact_matrix(model, params, x, loss)
+    f = ac.curvature.fisher_exact_matrix(model, params, x, loss)
     ref = default_ggn(model, params, (x, y), loss)
     assert_close(f, ref, like=params[0])
     assert_close(f, np.transpose(npf(f)), like=params[0])
-    fv = ac.fisher_exact_vp(model, params, x, v, loss)
+    fv = ac.curvature.fisher_exact_vp(model, params, x, v, loss)
     assert_close(ac.flatten(fv), ref @ npf(v), like=params[0])
     # a batch (x, y) is accepted in place of x; targets are ignored
-    assert_close(ac.fisher_exact_matrix(model, params, (x, y), loss), ref, like=params[0])
+    assert_close(ac.curvature.fisher_exact_matrix(model, params, (x, y), loss), ref, like=params[0])
 
 
 @settings(max_examples=10)
@@ -145,7 +144,7 @@ def test_exact_fisher_is_the_expectation_over_the_predictive_distribution(xp, ca
         for c in range(k):
             g = sample_grad(xp, model, params, x, y, i, xp.asarray([c], dtype=xp.int64))
             ref = ref + p[i, c] * np.outer(g, g)
-    assert_close(ac.fisher_exact_matrix(model, params, x, CE), ref / b, like=params[0])
+    assert_close(ac.curvature.fisher_exact_matrix(model, params, x, CE), ref / b, like=params[0])
 
 
 @settings(max_examples=10)
@@ -168,7 +167,7 @@ def test_exact_fisher_of_deep_linear_net_is_the_kronecker_closed_form(xp, case):
     pre = [prod(ws[:i], ws[0].shape[1]) for i in range(L)]
     suf = [prod(ws[i + 1 :], ws[i].shape[0]) for i in range(L)]
     ref = np.block([[np.kron(suf[i].T @ suf[j], pre[i] @ sxx @ pre[j].T) for j in range(L)] for i in range(L)])
-    assert_close(ac.fisher_exact_matrix(model, params, x), ref, like=params[0])
+    assert_close(ac.curvature.fisher_exact_matrix(model, params, x), ref, like=params[0])
 
 
 # ------------------------------------------------------------------ Monte Carlo
@@ -177,23 +176,23 @@ def test_exact_fisher_of_deep_linear_net_is_the_kronecker_closed_form(xp, case):
 def test_mc_fisher_is_the_mean_of_outer_products_at_sampled_targets(xp, case, n):
     model, b, dtype, seed, loss = case
     params, x, y, v = make_case(xp, model, b, dtype, seed, loss)
-    ys = ac.sample_targets(loss, ac.forward(model, params, x), seed, n)
+    ys = ac.losses.sample_targets(loss, ac.forward(model, params, x), seed, n)
     ref = 0.0
     for s in range(n):
         for i in range(b):
             g = sample_grad(xp, model, params, x, y, i, ys[s, i : i + 1, ...])
             ref = ref + np.outer(g, g)
     ref = ref / (n * b)
-    f = ac.fisher_mc_matrix(model, params, x, loss, num_samples=n, seed=seed)
+    f = ac.curvature.fisher_mc_matrix(model, params, x, loss, num_samples=n, seed=seed)
     assert_close(f, ref, like=params[0])
-    fv = ac.fisher_mc_vp(model, params, x, v, loss, num_samples=n, seed=seed)
+    fv = ac.curvature.fisher_mc_vp(model, params, x, v, loss, num_samples=n, seed=seed)
     assert_close(ac.flatten(fv), ref @ npf(v), like=params[0])
     assert np.linalg.matrix_rank(npf(f), tol=1e-6 * max(1.0, np.abs(npf(f)).max())) <= n * b
 
 
 def _mc_errors(model, params, x, loss, n, seeds_):
-    f = npf(ac.fisher_exact_matrix(model, params, x, loss))
-    return np.array([np.sum((npf(ac.fisher_mc_matrix(model, params, x, loss, n, s)) - f) ** 2) for s in seeds_])
+    f = npf(ac.curvature.fisher_exact_matrix(model, params, x, loss))
+    return np.array([np.sum((npf(ac.curvature.fisher_mc_matrix(model, params, x, loss, n, s)) - f) ** 2) for s in seeds_])
 
 
 def test_mc_fisher_converges_at_the_rate_of_its_closed_form_variance_mse():
@@ -238,9 +237,9 @@ def test_mc_fisher_same_values_on_every_namespace(xp):
     model = mlp((3, 4, 3), "elu")
     np_ns = backend.namespace_by_name("numpy")
     for loss in (MSE, CE):
-        ref = ac.fisher_mc_matrix(model, *make_case(np_ns, model, 3, "float64", 5, loss)[:2], loss, 4, 11)
+        ref = ac.curvature.fisher_mc_matrix(model, *make_case(np_ns, model, 3, "float64", 5, loss)[:2], loss, 4, 11)
         params, x, _, _ = make_case(xp, model, 3, "float64", 5, loss)
-        assert_close(ac.fisher_mc_matrix(model, params, x, loss, 4, 11), ref, like=params[0])
+        assert_close(ac.curvature.fisher_mc_matrix(model, params, x, loss, 4, 11), ref, like=params[0])
 
 
 # -------------------------------------------------------------------- empirical
@@ -250,14 +249,14 @@ def test_per_sample_grads_and_empirical_fisher_against_single_sample_gradients(x
     model, b, dtype, seed, loss = case
     params, x, y, v = make_case(xp, model, b, dtype, seed, loss)
     gs = np.stack([sample_grad(xp, model, params, x, y, i, y[i : i + 1, ...]) for i in range(b)])
-    psg = ac.per_sample_grads(model, params, (x, y), loss)
+    psg = ac.curvature.per_sample_grads(model, params, (x, y), loss)
     assert_close(psg, gs, like=params[0])
     _, grad = ac.value_and_grad(model, params, (x, y), loss)
     assert_close(ac.flatten(grad), npf(psg).mean(axis=0), like=params[0])
-    f = ac.fisher_empirical_matrix(model, params, (x, y), loss)
+    f = ac.curvature.fisher_empirical_matrix(model, params, (x, y), loss)
     ref = gs.T @ gs / b
     assert_close(f, ref, like=params[0])
-    assert_close(ac.flatten(ac.fisher_empirical_vp(model, params, (x, y), v, loss)), ref @ npf(v), like=params[0])
+    assert_close(ac.flatten(ac.curvature.fisher_empirical_vp(model, params, (x, y), v, loss)), ref @ npf(v), like=params[0])
 
 
 @pytest.mark.parametrize("loss", [MSE, CE])
@@ -266,7 +265,7 @@ def test_per_sample_grads_against_finite_differences(loss):
     xp = backend.namespace_by_name("numpy")
     model = Sequential((Conv2d(1, 2, 2), Activation("tanh"), Flatten(), Dense(18, 3)), (1, 4, 4))
     params, x, y, _ = make_case(xp, model, 3, "float64", 3, loss)
-    psg = npf(ac.per_sample_grads(model, params, (x, y), loss))
+    psg = npf(ac.curvature.per_sample_grads(model, params, (x, y), loss))
     flat = npf(params)
     shapes = ac.param_shapes(model)
     h = 1e-6
@@ -290,17 +289,17 @@ def test_empirical_fisher_differs_from_the_ggn_documented_example(xp):
     model = mlp((2, 3, 2), "tanh")
     params, x, _, _ = make_case(xp, model, 4, "float64", 1)
     y = ac.forward(model, params, x)
-    emp = ac.fisher_empirical_matrix(model, params, (x, y))
+    emp = ac.curvature.fisher_empirical_matrix(model, params, (x, y))
     assert_close(emp, np.zeros(npf(emp).shape), like=params[0], atol=1e-30)
     ggn = npf(ac.ggn_matrix(model, params, (x, y)))
     assert np.linalg.norm(ggn) > 0.1
     # the same residual structure scaled by 3 scales the empirical Fisher by 9, not the GGN
     y2 = y + 1.0
     y3 = y + 3.0
-    e2 = npf(ac.fisher_empirical_matrix(model, params, (x, y2)))
-    e3 = npf(ac.fisher_empirical_matrix(model, params, (x, y3)))
+    e2 = npf(ac.curvature.fisher_empirical_matrix(model, params, (x, y2)))
+    e3 = npf(ac.curvature.fisher_empirical_matrix(model, params, (x, y3)))
     np.testing.assert_allclose(e3, 9.0 * e2, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(npf(ac.fisher_exact_matrix(model, params, (x, y3))), ggn, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(npf(ac.curvature.fisher_exact_matrix(model, params, (x, y3))), ggn, rtol=1e-12, atol=1e-14)
 
 
 # ------------------------------------------------------------------- bad input
@@ -308,24 +307,24 @@ def test_bad_inputs_raise_named_errors(xp):
     model = mlp((3, 4, 2))
     params, x, y, v = make_case(xp, model, 3, "float64", 0)
     with pytest.raises(ValueError, match="num_samples: expected a positive integer"):
-        ac.fisher_mc_matrix(model, params, x, MSE, num_samples=0)
+        ac.curvature.fisher_mc_matrix(model, params, x, MSE, num_samples=0)
     with pytest.raises(ValueError, match="num_samples"):
-        ac.fisher_mc_vp(model, params, x, v, MSE, num_samples=1.5)
+        ac.curvature.fisher_mc_vp(model, params, x, v, MSE, num_samples=1.5)
     with pytest.raises(ValueError, match=r"v\[1\]: expected shape"):
-        ac.fisher_exact_vp(model, params, x, (v[0], v[0], v[2], v[3]))
+        ac.curvature.fisher_exact_vp(model, params, x, (v[0], v[0], v[2], v[3]))
     with pytest.raises(ValueError, match=r"params: expected 4 arrays"):
-        ac.fisher_exact_matrix(model, params[:3], x)
+        ac.curvature.fisher_exact_matrix(model, params[:3], x)
     with pytest.raises(TypeError, match="x: expected an array"):
-        ac.fisher_exact_matrix(model, params, 3.0)
+        ac.curvature.fisher_exact_matrix(model, params, 3.0)
     with pytest.raises(TypeError, match="x: expected an input array or a batch"):
-        ac.fisher_exact_matrix(model, params, (x, y, y))
+        ac.curvature.fisher_exact_matrix(model, params, (x, y, y))
     with pytest.raises(ValueError, match="x: expected shape"):
-        ac.fisher_exact_matrix(model, params, x[:, :2])
+        ac.curvature.fisher_exact_matrix(model, params, x[:, :2])
     with pytest.raises(TypeError, match="loss: expected"):
-        ac.fisher_exact_matrix(model, params, x, "mse")
+        ac.curvature.fisher_exact_matrix(model, params, x, "mse")
     with pytest.raises(TypeError, match="batch: expected a tuple"):
-        ac.fisher_empirical_matrix(model, params, x)
+        ac.curvature.fisher_empirical_matrix(model, params, x)
     with pytest.raises(ValueError, match="targets: expected shape"):
-        ac.per_sample_grads(model, params, (x, y[:, :1]))
+        ac.curvature.per_sample_grads(model, params, (x, y[:, :1]))
     with pytest.raises(ValueError, match="targets: expected integer labels"):
-        ac.fisher_empirical_vp(model, params, (x, y), v, CE)
+        ac.curvature.fisher_empirical_vp(model, params, (x, y), v, CE)

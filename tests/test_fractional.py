@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv import fractional as fr
+from arraycurv.directions import fractional as fr
 from tests.dl_reference import make_case, np_ggn_grad, np_map_jacobian, np_of, np_psd_power, ref_blockdiag, ref_qngd
 from tests.helpers import assert_close, seeds
 
@@ -124,7 +124,7 @@ def test_map_form_from_moments_and_whitened_batches(xp, case, q):
     expected = ref_qngd(np_of(params), *np_of((x, y)), q, 1e-9)
     rtol = max(1e-10, 200 * np.finfo(np.float64).eps * kappa ** (1 + 1 / q) * math.sqrt(sw.max() / sw.min()))
     for form in ("map", "full"):
-        d = fr.qngd_direction(model, params, ac.moments(x, y), q, form=form, rcond=1e-9)
+        d = fr.qngd_direction(model, params, ac.models.moments(x, y), q, form=form, rcond=1e-9)
         assert_close(ac.flatten(d), expected, like=params[0], rtol=rtol, name=form)
     # whitened raw batch x_b = sqrt(n0) e_b, y_b = sqrt(n0) w* e_b has Sxx = I, Syx = w*
     n0 = widths[0]
@@ -135,7 +135,7 @@ def test_map_form_from_moments_and_whitened_batches(xp, case, q):
     ok, kappa = spectrum_ok(np_of(params), *np_of((xw, yw)), 1e-9)
     assume(ok)
     rtol = max(1e-10, 200 * np.finfo(np.float64).eps * kappa ** (1 + 1 / q))
-    for batch in ((xw, yw), ac.whitened_moments(target)):
+    for batch in ((xw, yw), ac.models.whitened_moments(target)):
         d = fr.qngd_direction_map(model, params, batch, q, rcond=1e-9)
         assert_close(ac.flatten(d), expected, like=params[0], rtol=rtol)
 
@@ -144,7 +144,7 @@ def test_sylvester_shortcut_matches_kernel_power(xp):
     # q = 1, depth 2, whitened: the Sylvester path; compare with the materialized reference
     model, params, _ = make_case(xp, (3, 5, 4), 1, 11)
     target = backend.normal(12, (4, 3), xp)
-    mom = ac.whitened_moments(target)
+    mom = ac.models.whitened_moments(target)
     ws = np_of(params)
     jm = np_map_jacobian(ws)
     wbar = ws[1] @ ws[0]
@@ -163,8 +163,7 @@ def test_sylvester_shortcut_matches_kernel_power(xp):
 def test_dual_equals_full_for_mlp(numpy_xp, seed, q, nb, ce):
     # a generic (nonlinear) model; cross-entropy has a singular output Hessian, so the
     # dual form needs s_b with S_b^T s_b = grad_b
-    from arraycurv.losses import SoftmaxCrossEntropy
-    from arraycurv.networks import mlp
+    from arraycurv import SoftmaxCrossEntropy, mlp
 
     xp = numpy_xp
     model = mlp((3, 4, 3), activation="tanh")
@@ -211,7 +210,7 @@ def test_full_curvature_updates_are_orthogonal_to_null_space(xp, case, q, which)
         d = fr.qngd_direction(model, params, batch, q, form=which, rcond=1e-9)
     dflat = backend.to_numpy(ac.flatten(d))
     ws = np_of(params)
-    basis = np.concatenate([backend.to_numpy(ac.null_space_basis(model, params)),
+    basis = np.concatenate([backend.to_numpy(ac.curvature.null_space_basis(model, params)),
                             _null_directions(ws, np.random.default_rng(seed))])
     # relative to |d| |n|; the pseudo-inverse amplifies rounding by at most kappa
     gg, _ = np_ggn_grad(ws, *np_of(batch))
@@ -247,12 +246,12 @@ def test_blockdiag_is_not_orthogonal_to_null_space(xp, depth, q, data):
     d_full = fr.qngd_direction(model, params, mom, q)
     for i in range(1, depth):
         m = backend.from_numpy(us[i] @ np.diag(mu) @ us[i].T, xp)
-        null = ac.null_space_direction(params, i, m)
+        null = ac.curvature.null_space_direction(params, i, m)
         expected = np.sum(mu * (sig[i - 1] * rates[i - 1] - sig[i] * rates[i]))
-        n_norm = float(ac.tree_norm(null))
-        got = float(ac.tree_vdot(d_block, null))
-        assert abs(got - expected) <= 1e-12 * (float(ac.tree_norm(d_block)) * n_norm + abs(expected))
-        assert abs(float(ac.tree_vdot(d_full, null))) <= 1e-12 * float(ac.tree_norm(d_full)) * n_norm
+        n_norm = float(ac.params.tree_norm(null))
+        got = float(ac.params.tree_vdot(d_block, null))
+        assert abs(got - expected) <= 1e-12 * (float(ac.params.tree_norm(d_block)) * n_norm + abs(expected))
+        assert abs(float(ac.params.tree_vdot(d_full, null))) <= 1e-12 * float(ac.params.tree_norm(d_full)) * n_norm
 
 
 @settings(max_examples=15)
@@ -335,7 +334,7 @@ def test_blockdiag_matches_reference(xp, case, q, damping):
 @given(seed=seeds, q=qs, nb=st.integers(1, 6), damping=st.sampled_from([0.0, 0.01]))
 def test_blockdiag_generic_model_uses_materialized_blocks(numpy_xp, seed, q, nb, damping):
     # MLP with biases: one block per tensor, normalization n^{1/q} with n = number of tensors
-    from arraycurv.networks import mlp
+    from arraycurv import mlp
 
     xp = numpy_xp
     model = mlp((3, 4, 2), activation="tanh")
@@ -367,7 +366,7 @@ def aligned_case(xp, sigmas, sigma_star, n, seed):
     ws = [us[i + 1] @ np.diag(s) @ us[i].T for i, s in enumerate(sigmas)]
     target = us[-1] @ np.diag(sigma_star) @ us[0].T
     params = tuple(backend.from_numpy(w, xp) for w in ws)
-    mom = ac.whitened_moments(backend.from_numpy(target, xp))
+    mom = ac.models.whitened_moments(backend.from_numpy(target, xp))
     return ac.DeepLinear((n,) * (len(sigmas) + 1)), params, mom, us
 
 
@@ -462,13 +461,13 @@ def test_bad_arguments_raise_naming_them(xp):
     with pytest.raises(ValueError, match=r"max_norm: expected"):
         fr.clip_direction(params, 0.0)
     with pytest.raises(TypeError, match=r"batch: expected a tuple \(x, y\) for form='dual'"):
-        fr.qngd_direction(model, params, ac.whitened_moments(params[1] @ params[0]), 1.0, form="dual")
+        fr.qngd_direction(model, params, ac.models.whitened_moments(params[1] @ params[0]), 1.0, form="dual")
     with pytest.raises(ValueError, match=r"params\[1\]: expected shape"):
         fr.qngd_direction(model, (params[0], params[0]), batch, 1.0)
 
 
 def test_map_form_needs_a_deep_linear_network(numpy_xp):
-    from arraycurv.networks import mlp
+    from arraycurv import mlp
 
     model = mlp((2, 3, 2))
     params = ac.init_params(model, 0, numpy_xp)

@@ -11,7 +11,7 @@ from scipy.linalg import expm
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv.integrate import IntegrationError, rk4_fixed, solve_ode
+from arraycurv.dynamics import IntegrationError, rk4_fixed, solve_ode
 from tests.helpers import assert_close, assert_like, dtypes, seeds
 
 #: Global-error constant asserted for the non-stiff test problems below:
@@ -217,7 +217,7 @@ def test_rk4_fixed_tuple_state_matches_hand_written_step():
 # -------------------------------------------------------------------------- errors
 def test_integration_error_is_exported_runtime_error():
     assert issubclass(IntegrationError, RuntimeError)
-    assert ac.IntegrationError is IntegrationError and ac.solve_ode is solve_ode
+    assert ac.dynamics.IntegrationError is IntegrationError and ac.dynamics.solve_ode is solve_ode
 
 
 def test_stiff_problem_exceeds_max_steps():

@@ -25,9 +25,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import arraycurv as ac
-from arraycurv import backend
-from arraycurv.layers import Activation, Dense, MaxPool2d
-from arraycurv.networks import Sequential, layer_param_indices, mlp
+from arraycurv import Sequential, backend, mlp
+from arraycurv.models.layers import Activation, Dense, MaxPool2d
+from arraycurv.models.sequential import layer_param_indices
 from tests.helpers import RTOL, assert_close, dtypes, seeds
 from tests.test_fisher import CE, MSE, cnn_models, make_case, mlp_models, npf, out_dim
 
@@ -41,7 +41,7 @@ def deep_linear_cases(draw):
 
 
 def layer_out_shapes(model):
-    ins, out = ac.networks._shapes(model)
+    ins, out = ac.models.sequential._shapes(model)
     return tuple(ins[1:]) + (out,)
 
 
@@ -110,7 +110,7 @@ def reference_factors(model, params, x, loss, cotangent_rows):
     a = xs
     for i, (layer, (p0, p1)) in enumerate(zip(model.layers, layer_param_indices(model))):
         assume(differentiable_at(layer, a))
-        z = npf(ac.layer_forward(layer, ps[p0:p1], a)[0]).reshape((b, *layer_out_shapes(model)[i]))
+        z = npf(ac.models.layers.layer_forward(layer, ps[p0:p1], a)[0]).reshape((b, *layer_out_shapes(model)[i]))
         if p1 > p0:
             jt = tail_jacobians(model, ps, i, z)  # (B, k, D)
             delta = np.einsum("mbk,bkd->mbd", cot, jt)  # (m, B, D)
@@ -133,7 +133,7 @@ def reference_factors(model, params, x, loss, cotangent_rows):
 
 def exact_rows(loss):
     def rows(out):
-        s = npf(ac.loss_hessian_factor(loss, out))  # (B, k, k)
+        s = npf(ac.losses.loss_hessian_factor(loss, out))  # (B, k, k)
         return s.transpose(1, 0, 2), 1
 
     return rows
@@ -141,7 +141,7 @@ def exact_rows(loss):
 
 def block_index(layer, offset):
     """Flat indices of [W, b] in row-major order of the (n_out, n_in + 1) matrix."""
-    w_shape = ac.layers.layer_param_shapes(layer)[0]
+    w_shape = ac.models.layers.layer_param_shapes(layer)[0]
     n_out, n_in = w_shape[0], int(np.prod(w_shape[1:]))
     idx = []
     for r in range(n_out):
@@ -163,7 +163,7 @@ def test_kfac_equals_exact_block_diagonal_for_deep_linear_networks(xp, case):
     widths, b, dtype, seed = case
     model = mlp(widths, activation="identity", bias=False)
     params, x, y, _ = make_case(xp, model, b, dtype, seed)
-    factors = ac.kfac_factors(model, params, x)
+    factors = ac.curvature.kfac_factors(model, params, x)
     blocks = ac.ggn_block_diag(model, params, (x, y))
     assert len(factors) == len(blocks) == len(widths) - 1
     # closed forms (Bernacchia eqs 14, 15) in NumPy
@@ -178,12 +178,12 @@ def test_kfac_equals_exact_block_diagonal_for_deep_linear_networks(xp, case):
         for w in ws[i + 1 :]:
             suf = w @ suf
         scale = max(1.0, float(np.abs(pre @ sxx @ pre.T).max()) * float(np.abs(suf.T @ suf).max()))
-        assert_close(ac.kfac_block(f), blk, like=params[0], atol=RTOL[dtype] * scale)
+        assert_close(ac.curvature.kfac_block(f), blk, like=params[0], atol=RTOL[dtype] * scale)
         assert_close(f.A, pre @ sxx @ pre.T, like=params[0])
         assert_close(f.G, suf.T @ suf, like=params[0])
     # the DeepLinear model itself gives Bernacchia's factors (fisher_kron_factors)
     dl = ac.DeepLinear(widths)
-    for f, (e_i, a_i) in zip(ac.kfac_factors(dl, params, x), ac.fisher_kron_factors(dl, params, (x, y))):
+    for f, (e_i, a_i) in zip(ac.curvature.kfac_factors(dl, params, x), ac.curvature.fisher_kron_factors(dl, params, (x, y))):
         assert_close(f.G, e_i, like=params[0])
         assert_close(f.A, a_i, like=params[0])
 
@@ -198,7 +198,7 @@ def test_factors_match_their_definitions_exact_fisher(model, b, seed, loss):
         loss = MSE
     np_ns = backend.namespace_by_name("numpy")
     params, x, _, _ = make_case(np_ns, model, b, "float64", seed, loss)
-    got = ac.kfac_factors(model, params, x, loss)
+    got = ac.curvature.kfac_factors(model, params, x, loss)
     ref = reference_factors(model, params, x, loss, exact_rows(loss))
     assert len(got) == len(ref)
     for f, (a, g) in zip(got, ref):
@@ -217,10 +217,10 @@ def test_factors_match_their_definitions_monte_carlo(model, b, seed, n, loss):
     params, x, _, _ = make_case(np_ns, model, b, "float64", seed, loss)
 
     def rows(out):
-        ys = ac.sample_targets(loss, out, seed + 1, n)
-        return np.stack([npf(ac.loss_grad(loss, out, ys[j])) for j in range(n)]), n
+        ys = ac.losses.sample_targets(loss, out, seed + 1, n)
+        return np.stack([npf(ac.losses.loss_grad(loss, out, ys[j])) for j in range(n)]), n
 
-    got = ac.kfac_factors(model, params, x, loss, fisher="mc", num_samples=n, seed=seed + 1)
+    got = ac.curvature.kfac_factors(model, params, x, loss, fisher="mc", num_samples=n, seed=seed + 1)
     for f, (a, g) in zip(got, reference_factors(model, params, x, loss, rows)):
         np.testing.assert_allclose(f.A, a, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(a).max()))
         np.testing.assert_allclose(f.G, g, rtol=1e-6, atol=1e-7 * max(1.0, np.abs(g).max()))
@@ -235,11 +235,11 @@ def test_batch_of_one_dense_blocks_are_exact(xp, model, seed, dtype, loss):
     params, x, y, _ = make_case(xp, model, 1, dtype, seed, loss)
     ggn = npf(ac.ggn_matrix(model, params, (x, y), loss))
     offs = param_offsets(model)
-    factors = ac.kfac_factors(model, params, x, loss)
+    factors = ac.curvature.kfac_factors(model, params, x, loss)
     for f in factors:
         idx = block_index(model.layers[f.layer], offs[layer_param_indices(model)[f.layer][0]])
         ref = ggn[np.ix_(idx, idx)]
-        assert_close(ac.kfac_block(f), ref, like=params[0], atol=RTOL[dtype] * max(1.0, np.abs(ggn).max()))
+        assert_close(ac.curvature.kfac_block(f), ref, like=params[0], atol=RTOL[dtype] * max(1.0, np.abs(ggn).max()))
 
 
 @settings(max_examples=10)
@@ -249,8 +249,8 @@ def test_kfac_blocks_are_symmetric_psd_in_the_callers_namespace(xp, model, b, se
     if out_dim(model) < 2:
         loss = MSE
     params, x, _, _ = make_case(xp, model, b, dtype, seed, loss)
-    for f in ac.kfac_factors(model, params, x, loss, fisher=fisher, num_samples=2, seed=seed):
-        blk = ac.kfac_block(f)
+    for f in ac.curvature.kfac_factors(model, params, x, loss, fisher=fisher, num_samples=2, seed=seed):
+        blk = ac.curvature.kfac_block(f)
         assert_close(blk, np.transpose(npf(blk)), like=params[0])
         w = np.linalg.eigvalsh(npf(blk))
         assert w.min() >= -RTOL[dtype] * max(1.0, abs(w).max()), w.min()
@@ -271,7 +271,7 @@ def test_direction_equals_explicit_power_of_the_kronecker_block(xp, model, b, se
     d = ac.kfac_qngd_direction(model, params, (x, y), q, damping=damping, rcond=rcond, fisher=fisher,
                                normalize=normalize, num_samples=2, seed=seed)
     _, grad = ac.value_and_grad(model, params, (x, y))
-    factors = ac.kfac_factors(model, params, x, fisher=fisher, num_samples=2, seed=seed)
+    factors = ac.curvature.kfac_factors(model, params, x, fisher=fisher, num_samples=2, seed=seed)
     norm = len(factors) ** (1.0 / q) if normalize else 1.0
     offs = param_offsets(model)
     g_flat = npf(grad)
@@ -279,7 +279,7 @@ def test_direction_equals_explicit_power_of_the_kronecker_block(xp, model, b, se
     expected = np.zeros_like(g_flat)
     for f in factors:
         idx = block_index(model.layers[f.layer], offs[layer_param_indices(model)[f.layer][0]])
-        power = npf(ac.psd_power(ac.kron(f.G, f.A), -1.0 / q, damping=damping, rcond=rcond))
+        power = npf(ac.linalg.psd_power(ac.linalg.kron(f.G, f.A), -1.0 / q, damping=damping, rcond=rcond))
         expected[idx] = -power @ g_flat[idx] / norm
     assert_close(d, ac.unflatten(backend.from_numpy(expected, xp, dtype=dtype), ac.param_shapes(model)),
                  like=params[0], rtol=50 * RTOL[dtype])
@@ -317,11 +317,11 @@ def test_lenet5_factor_shapes_on_8x8_digits():
     xp = backend.namespace_by_name("numpy")
     model = ac.lenet5((1, 8, 8))
     params = ac.init_params(model, 0, xp)
-    x = ac.normal(1, (4, 1, 8, 8), xp)
-    factors = ac.kfac_factors(model, params, x, CE)
+    x = ac.backend.normal(1, (4, 1, 8, 8), xp)
+    factors = ac.curvature.kfac_factors(model, params, x, CE)
     shapes = [(f.G.shape[0], f.A.shape[0]) for f in factors]
     assert shapes == [(6, 26), (16, 151), (120, 65), (84, 121), (10, 85)]
-    y = ac.integers(2, 0, 10, (4,), xp)
+    y = ac.backend.integers(2, 0, 10, (4,), xp)
     d = ac.kfac_qngd_direction(model, params, (x, y), 2.0, loss=CE, damping=1e-3)
     assert [tuple(t.shape) for t in d] == [tuple(p.shape) for p in params]
     assert np.all(np.isfinite(npf(d)))
@@ -332,20 +332,20 @@ def test_bad_inputs_raise_named_errors(xp):
     model = mlp((3, 4, 2))
     params, x, y, _ = make_case(xp, model, 3, "float64", 0)
     with pytest.raises(ValueError, match="fisher: expected one of"):
-        ac.kfac_factors(model, params, x, fisher="empirical")
+        ac.curvature.kfac_factors(model, params, x, fisher="empirical")
     with pytest.raises(ValueError, match="num_samples: expected a positive integer"):
-        ac.kfac_factors(model, params, x, fisher="mc", num_samples=0)
+        ac.curvature.kfac_factors(model, params, x, fisher="mc", num_samples=0)
     with pytest.raises(TypeError, match="model: expected a Sequential"):
-        ac.kfac_factors("mlp", params, x)
+        ac.curvature.kfac_factors("mlp", params, x)
     with pytest.raises(ValueError, match=r"params: expected 4 arrays"):
-        ac.kfac_factors(model, params[:2], x)
+        ac.curvature.kfac_factors(model, params[:2], x)
     nan = params[0] * float("nan")
     with pytest.raises(ValueError, match=r"params\[0\]: expected finite values"):
-        ac.kfac_factors(model, (nan,) + params[1:], x)
+        ac.curvature.kfac_factors(model, (nan,) + params[1:], x)
     with pytest.raises(ValueError, match="x: expected finite values"):
-        ac.kfac_factors(model, params, x * float("inf"))
+        ac.curvature.kfac_factors(model, params, x * float("inf"))
     with pytest.raises(TypeError, match="factors: expected a KFactors"):
-        ac.kfac_block((params[0], params[0]))
+        ac.curvature.kfac_block((params[0], params[0]))
     with pytest.raises(ValueError, match="q: expected a real number >= 1"):
         ac.kfac_qngd_direction(model, params, (x, y), 0.5)
     with pytest.raises(ValueError, match="damping: expected"):
@@ -361,7 +361,7 @@ def test_bad_inputs_raise_named_errors(xp):
 def test_unsupported_parameterized_layer_is_named():
     from dataclasses import dataclass
 
-    from arraycurv.layers import layer_forward, layer_output_shape, layer_param_shapes
+    from arraycurv.models.layers import layer_forward, layer_output_shape, layer_param_shapes
 
     @dataclass(frozen=True)
     class Scale:
@@ -375,5 +375,5 @@ def test_unsupported_parameterized_layer_is_named():
     params = (backend.normal(0, (3,), np_ns), backend.normal(1, (2, 3), np_ns), backend.normal(2, (2,), np_ns))
     x = backend.normal(3, (2, 3), np_ns)
     with pytest.raises(TypeError, match=r"model: K-FAC supports Dense and Conv2d layers.*layers\[0\]"):
-        ac.kfac_factors(model, params, x)
+        ac.curvature.kfac_factors(model, params, x)
 

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from arraycurv import backend
-from arraycurv.layers import (
+from arraycurv.models.layers import (
     ACTIVATIONS,
     Activation,
     AvgPool2d,

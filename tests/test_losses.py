@@ -48,7 +48,7 @@ def ce_ref(f, y):
 def test_loss_value_matches_reference(xp, case, loss):
     b, k, scale, dtype, seed = case
     f, y, _ = make(xp, b, k, scale, dtype, seed, loss)
-    val = ac.loss_value(loss, f, y)
+    val = ac.losses.loss_value(loss, f, y)
     if loss == CE:
         expected = ce_ref(np64(f), backend.to_numpy(y))
     else:
@@ -59,10 +59,10 @@ def test_loss_value_matches_reference(xp, case, loss):
 def test_cross_entropy_is_stable_for_huge_logits(xp):
     f = backend.from_numpy(np.array([[1000.0, -1000.0, 0.0], [-800.0, -790.0, -805.0]]), xp)
     y = xp.asarray([0, 2])
-    val = ac.loss_value(CE, f, y)
+    val = ac.losses.loss_value(CE, f, y)
     expected = ce_ref(np.array([[1000.0, -1000.0, 0.0], [-800.0, -790.0, -805.0]]), np.array([0, 2]))
     assert_close(val, np.asarray(expected), like=f)
-    for a in (ac.loss_grad(CE, f, y), ac.loss_hessian(CE, f), ac.loss_hessian_factor(CE, f)):
+    for a in (ac.losses.loss_grad(CE, f, y), ac.losses.loss_hessian(CE, f), ac.losses.loss_hessian_factor(CE, f)):
         assert bool(xp.all(xp.isfinite(a)))
 
 
@@ -76,12 +76,12 @@ def test_cross_entropy_keeps_relative_accuracy_when_saturated(xp, dtype):
     t = np.exp(-20.0) + np.exp(-25.0)
     p = np.array([1.0, np.exp(-20.0), np.exp(-25.0)]) / (1.0 + t)
     rtol = {"float64": 1e-12, "float32": 1e-5}[dtype]
-    assert_close(ac.loss_value(CE, f, y), np.asarray(np.log1p(t)), like=f, rtol=rtol)
-    assert_close(ac.loss_grad(CE, f, y)[:, 0], np.array([-(p[1] + p[2])]), like=f, rtol=rtol)
-    assert_close(ac.loss_hessian(CE, f)[0, 0, 0], np.asarray(p[0] * (p[1] + p[2])), like=f, rtol=rtol)
+    assert_close(ac.losses.loss_value(CE, f, y), np.asarray(np.log1p(t)), like=f, rtol=rtol)
+    assert_close(ac.losses.loss_grad(CE, f, y)[:, 0], np.array([-(p[1] + p[2])]), like=f, rtol=rtol)
+    assert_close(ac.losses.loss_hessian(CE, f)[0, 0, 0], np.asarray(p[0] * (p[1] + p[2])), like=f, rtol=rtol)
     v = backend.from_numpy(np.array([[1.0, 2.0, -1.0]]), xp, dtype=dtype)
     hv0 = p[0] * (p[1] * (1.0 - 2.0) + p[2] * (1.0 + 1.0))  # p_0 sum_j p_j (v_0 - v_j)
-    assert_close(ac.loss_hessian_vp(CE, f, v)[:, 0], np.array([hv0]), like=f, rtol=rtol)
+    assert_close(ac.losses.loss_hessian_vp(CE, f, v)[:, 0], np.array([hv0]), like=f, rtol=rtol)
 
 
 # ------------------------------------------------- gradient and Hessian vs FD
@@ -99,18 +99,18 @@ def test_output_gradient_and_hessian_against_finite_differences(xp, case, loss):
             e = np.zeros((b, k))
             e[n, j] = H
             e = backend.from_numpy(e, xp)
-            lp, lm = float(ac.loss_value(loss, f64 + e, y64)), float(ac.loss_value(loss, f64 - e, y64))
+            lp, lm = float(ac.losses.loss_value(loss, f64 + e, y64)), float(ac.losses.loss_value(loss, f64 - e, y64))
             fd[n, j] = b * (lp - lm) / (2 * H)
-            gp, gm = np64(ac.loss_grad(loss, f64 + e, y64)), np64(ac.loss_grad(loss, f64 - e, y64))
+            gp, gm = np64(ac.losses.loss_grad(loss, f64 + e, y64)), np64(ac.losses.loss_grad(loss, f64 - e, y64))
             fdh[n, :, j] = (gp[n] - gm[n]) / (2 * H)
     rtol = FD64_RTOL[dtype]
-    assert_close(ac.loss_grad(loss, f, y), fd, like=f, rtol=rtol, atol=1e-9)
-    hess = ac.loss_hessian(loss, f)
+    assert_close(ac.losses.loss_grad(loss, f, y), fd, like=f, rtol=rtol, atol=1e-9)
+    hess = ac.losses.loss_hessian(loss, f)
     assert_close(hess, fdh, like=f, rtol=rtol, atol=1e-9)
     # H v and the factor: S^T S = H, both against the finite-difference Hessian
-    assert_close(ac.loss_hessian_vp(loss, f, v), np.einsum("bkl,bl->bk", fdh, np64(v)), like=f, rtol=rtol, atol=1e-9)
-    s = np64(ac.loss_hessian_factor(loss, f))
-    assert_like(ac.loss_hessian_factor(loss, f), f)
+    assert_close(ac.losses.loss_hessian_vp(loss, f, v), np.einsum("bkl,bl->bk", fdh, np64(v)), like=f, rtol=rtol, atol=1e-9)
+    s = np64(ac.losses.loss_hessian_factor(loss, f))
+    assert_like(ac.losses.loss_hessian_factor(loss, f), f)
     assert_close(np.einsum("bik,bil->bkl", s, s), fdh, rtol=rtol, atol=1e-9)
 
 
@@ -122,15 +122,15 @@ def test_cross_entropy_closed_forms(xp, case):
     onehot = np.eye(k)[backend.to_numpy(y)]
     # entries are differences of O(1) probabilities: absolute rounding ~ eps (saturated rows)
     atol = {"float64": 1e-15, "float32": 1e-6}[dtype]
-    assert_close(ac.loss_grad(CE, f, y), p - onehot, like=f, atol=atol)
+    assert_close(ac.losses.loss_grad(CE, f, y), p - onehot, like=f, atol=atol)
     hess = np.stack([np.diag(q) - np.outer(q, q) for q in p])
-    assert_close(ac.loss_hessian(CE, f), hess, like=f, atol=atol)
+    assert_close(ac.losses.loss_hessian(CE, f), hess, like=f, atol=atol)
     s = np.stack([np.diag(np.sqrt(q)) - np.outer(np.sqrt(q), q) for q in p])
-    assert_close(ac.loss_hessian_factor(CE, f), s, like=f, atol=atol)
+    assert_close(ac.losses.loss_hessian_factor(CE, f), s, like=f, atol=atol)
     # the factor is a square root of H: S^T S = diag(p) - p p^T uses sum_i p_i = 1
     assert np.allclose(np.einsum("bik,bil->bkl", s, s), hess, atol=1e-12)
     # H is PSD with the constant vector in its null space (softmax is shift-invariant)
-    hv = ac.loss_hessian_vp(CE, f, xp.ones_like(f))
+    hv = ac.losses.loss_hessian_vp(CE, f, xp.ones_like(f))
     assert_close(hv, np.zeros((b, k)), like=f, atol={"float64": 1e-14, "float32": 1e-6}[dtype])
 
 
@@ -142,7 +142,7 @@ def test_cross_entropy_samples_follow_softmax(xp):
     logits = np.array([[0.0, 1.0, -1.0, 2.0], [3.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
     f = backend.from_numpy(logits, xp)
     n = 20000
-    labels = ac.sample_targets(CE, f, 123, num_samples=n)
+    labels = ac.losses.sample_targets(CE, f, 123, num_samples=n)
     assert tuple(labels.shape) == (n, 3)
     assert xp.isdtype(labels.dtype, "integral")
     lab = backend.to_numpy(labels)
@@ -154,13 +154,13 @@ def test_cross_entropy_samples_follow_softmax(xp):
         chi2 = float(np.sum((counts - n * p[r]) ** 2 / (n * p[r])))
         assert chi2 < crit, (r, counts, n * p[r])
     # the same seed gives the same labels on every namespace
-    ref = ac.sample_targets(CE, logits, 123, num_samples=n)
+    ref = ac.losses.sample_targets(CE, logits, 123, num_samples=n)
     np.testing.assert_array_equal(lab, np.asarray(ref))
 
 
 def test_cross_entropy_sampling_float32_and_extreme_probabilities(xp):
     f = backend.from_numpy(np.array([[50.0, 0.0, -50.0], [0.0, 0.0, 0.0]]), xp, dtype="float32")
-    labels = backend.to_numpy(ac.sample_targets(CE, f, 0, num_samples=5000))
+    labels = backend.to_numpy(ac.losses.sample_targets(CE, f, 0, num_samples=5000))
     assert np.all(labels[:, 0] == 0)  # p_0 = 1 - 2e-22
     assert labels.min() >= 0 and labels.max() <= 2
     counts = np.bincount(labels[:, 1], minlength=3)
@@ -170,7 +170,7 @@ def test_cross_entropy_sampling_float32_and_extreme_probabilities(xp):
 
 def test_mse_samples_are_gaussian_around_outputs(xp):
     f = backend.from_numpy(np.array([[1.0, -2.0], [0.5, 3.0]]), xp)
-    ys = np64(ac.sample_targets(MSE, f, 7, num_samples=40000))
+    ys = np64(ac.losses.sample_targets(MSE, f, 7, num_samples=40000))
     assert ys.shape == (40000, 2, 2)
     # mean within 5 standard errors (1/sqrt(N) = 0.005), variance within 5 * sqrt(2/N) = 0.035
     assert np.max(np.abs(ys.mean(axis=0) - np64(f))) < 0.025
@@ -181,22 +181,22 @@ def test_mse_samples_are_gaussian_around_outputs(xp):
 def test_bad_targets_name_the_argument(xp):
     f = backend.normal(0, (3, 4), xp)
     with pytest.raises(ValueError, match=r"targets: expected labels in \[0, 4\), got values in \[0, 4\]"):
-        ac.loss_value(CE, f, xp.asarray([0, 4, 1]))
+        ac.losses.loss_value(CE, f, xp.asarray([0, 4, 1]))
     with pytest.raises(ValueError, match=r"targets: expected labels in \[0, 4\)"):
-        ac.loss_grad(CE, f, xp.asarray([0, -1, 1]))
+        ac.losses.loss_grad(CE, f, xp.asarray([0, -1, 1]))
     with pytest.raises(TypeError, match="targets: expected an integer dtype"):
-        ac.loss_value(CE, f, xp.asarray([0.0, 1.0, 2.0]))
+        ac.losses.loss_value(CE, f, xp.asarray([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"targets: expected integer labels of shape \(3,\)"):
-        ac.check_targets(CE, f, xp.asarray([0, 1]))
+        ac.losses.check_targets(CE, f, xp.asarray([0, 1]))
     with pytest.raises(ValueError, match=r"targets: expected integer labels of shape \(3,\)"):
-        ac.check_targets(CE, f, xp.asarray([[0], [1], [2]]))
+        ac.losses.check_targets(CE, f, xp.asarray([[0], [1], [2]]))
     with pytest.raises(ValueError, match=r"targets: expected shape \(3, 4\)"):
-        ac.loss_value(MSE, f, backend.normal(0, (3, 3), xp))
+        ac.losses.loss_value(MSE, f, backend.normal(0, (3, 3), xp))
     with pytest.raises(ValueError, match=r"v: expected shape \(3, 4\)"):
-        ac.loss_hessian_vp(CE, f, backend.normal(0, (4, 3), xp))
+        ac.losses.loss_hessian_vp(CE, f, backend.normal(0, (4, 3), xp))
     with pytest.raises(ValueError, match="outputs: expected an array with 2 dimensions"):
-        ac.loss_hessian(CE, backend.normal(0, (3,), xp))
+        ac.losses.loss_hessian(CE, backend.normal(0, (3,), xp))
     with pytest.raises(ValueError, match="num_samples"):
-        ac.sample_targets(CE, f, 0, num_samples=0)
+        ac.losses.sample_targets(CE, f, 0, num_samples=0)
     with pytest.raises(TypeError, match="loss: expected MSE"):
-        ac.loss_value("mse", f, f)
+        ac.losses.loss_value("mse", f, f)

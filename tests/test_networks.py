@@ -13,21 +13,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import arraycurv as ac
-from arraycurv import backend
-from arraycurv.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
-from arraycurv.networks import (
-    Sequential,
+from arraycurv import Sequential, backend, flatten, lenet5, linearize, mlp, unflatten
+from arraycurv.models.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+from arraycurv.models.sequential import (
     backprop_to_layer_outputs,
     hvp_linearized,
     jvp_linearized,
     layer_inputs,
     layer_param_indices,
-    lenet5,
-    linearize,
-    mlp,
     vjp_linearized,
 )
-from arraycurv.params import flatten, num_params, unflatten
+from arraycurv.params import num_params
 from tests.helpers import assert_close, assert_like, assert_tree_close, cnn_models, dtypes, mlp_models, seeds
 from tests.test_layers import act_ref, conv_ref, near_kink, pool_ref
 
@@ -48,7 +44,7 @@ def make_data(xp, model, b, dtype, seed, loss=MSE):
     g = np.random.default_rng(seed)
     params = tuple(backend.normal(g, s, xp, dtype=dtype, scale=0.6) for s in ac.param_shapes(model))
     x = backend.normal(g, (b, *model.input_shape), xp, dtype=dtype)
-    k = ac.networks._shapes(model)[1][0]
+    k = ac.models.sequential._shapes(model)[1][0]
     y = backend.normal(g, (b, k), xp, dtype=dtype) if loss == MSE else backend.integers(g, 0, k, (b,), xp)
     v = tuple(backend.normal(g, s, xp, dtype=dtype) for s in ac.param_shapes(model))
     u = tuple(backend.normal(g, s, xp, dtype=dtype) for s in ac.param_shapes(model))
@@ -72,7 +68,7 @@ def axpy(t, d, a):
 def ref_forward(model, params, x):
     """NumPy reference forward with the loop/closed-form references of test_layers."""
     a = x
-    ps = ac.networks._split(model, tuple(np64(p).reshape(p.shape) for p in params))
+    ps = ac.models.sequential._split(model, tuple(np64(p).reshape(p.shape) for p in params))
     for layer, p in zip(model.layers, ps):
         if isinstance(layer, Dense):
             a = a @ p[0].T + (p[1] if layer.bias else 0.0)
@@ -150,7 +146,7 @@ def test_jacobian_explicit_vs_jvps_vs_finite_differences(xp, case):
     params, x, _, v, _, _ = make_data(xp, model, b, dtype, seed)
     assume_smooth(xp, model, params, x)
     jac = ac.jacobian(model, params, x)
-    k = ac.networks._shapes(model)[1][0]
+    k = ac.models.sequential._shapes(model)[1][0]
     assert tuple(jac.shape) == (b, k, num_params(ac.param_shapes(model)))
     # columns against single JVPs with unit tangents (a random subset of 6 columns)
     shapes = ac.param_shapes(model)
@@ -171,12 +167,12 @@ def test_gradient_against_finite_differences(xp, case):
     params, x, y, v, _, _ = make_data(xp, model, b, dtype, seed, loss)
     assume_smooth(xp, model, params, x)
     val, grad = ac.value_and_grad(model, params, (x, y), loss)
-    assert_close(val, ac.loss_value(loss, ac.forward(model, params, x), y), like=x)
+    assert_close(val, ac.losses.loss_value(loss, ac.forward(model, params, x), y), like=x)
     p64, x64, v64 = to64(xp, params), xp.astype(x, xp.float64), to64(xp, v)
     y64 = xp.astype(y, xp.float64) if loss == MSE else y
 
     def lval(t):
-        return float(ac.loss_value(loss, ac.forward(model, axpy(t, v64, p64), x64), y64))
+        return float(ac.losses.loss_value(loss, ac.forward(model, axpy(t, v64, p64), x64), y64))
 
     fd = (lval(H) - lval(-H)) / (2 * H)
     dd = float(np.sum(np64(grad) * np64(v)))
@@ -248,7 +244,7 @@ def test_ggn_override_equals_interface_default_and_explicit_jtj(xp, case):
     # explicit (1/B) sum_b J_b^T H_b J_b v in NumPy from the explicit Jacobian and loss Hessian
     jac = np64(ac.jacobian(model, params, x)).reshape(ac.jacobian(model, params, x).shape)
     out = ac.forward(model, params, x)
-    hl = np64(ac.loss_hessian(loss, out)).reshape(b, out.shape[1], out.shape[1])
+    hl = np64(ac.losses.loss_hessian(loss, out)).reshape(b, out.shape[1], out.shape[1])
     expected = np.einsum("bkp,bkl,blq,q->p", jac, hl, jac, np64(v)) / b
     # rounding is relative to the sums of |terms| before cancellation: for CE, H_b is the
     # difference diag(p) - p p^T, whose entries cancel to ~eps when the softmax saturates
@@ -319,7 +315,7 @@ def test_backprop_to_layer_outputs_and_layer_inputs(xp, case):
     assert_close(outs[-1], cot, like=x)
     assert_close(ins[0], x, like=x)
     grads = vjp_linearized(lin, cot)
-    ps = ac.networks._split(model, params)
+    ps = ac.models.sequential._split(model, params)
     for layer_idx, ((start, _), layer) in enumerate(zip(layer_param_indices(model), model.layers)):
         # the input of layer l+1 is the output of layer l
         if layer_idx + 1 < len(model.layers):
@@ -338,7 +334,7 @@ def test_backprop_to_layer_outputs_and_layer_inputs(xp, case):
         def rest(t, a=a, d=d, li=li):
             z = a + t * d
             for layer, p in zip(model.layers[li + 1 :], ps[li + 1 :]):
-                z, _ = ac.layer_forward(layer, tuple(xp.astype(q, xp.float64) for q in p), z)
+                z, _ = ac.models.layers.layer_forward(layer, tuple(xp.astype(q, xp.float64) for q in p), z)
             return np64(z)
 
         fd = np.einsum("mbk,bk->m", cot64, (rest(H) - rest(-H)) / (2 * H))

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator, cg, eigsh
 
 import arraycurv as ac
-from arraycurv import backend, networks
+from arraycurv import backend
+from arraycurv.models import sequential as networks
 from tests.helpers import RTOL, seeds
 from tests.test_fisher import CE, MSE, cases, cnn_models, deep_linear_models, make_case, mlp_models, npf
 
@@ -20,13 +21,13 @@ from tests.test_fisher import CE, MSE, cases, cnn_models, deep_linear_models, ma
 def operators_and_matrices(model, params, x, y, loss, seed):
     batch = (x, y)
     return [
-        ("GGN", ac.ggn_operator(model, params, batch, loss), ac.ggn_matrix(model, params, batch, loss)),
-        ("exact", ac.fisher_operator(model, params, batch, loss), ac.fisher_exact_matrix(model, params, x, loss)),
-        ("mc", ac.fisher_operator(model, params, batch, loss, variant="mc", num_samples=3, seed=seed),
-         ac.fisher_mc_matrix(model, params, x, loss, num_samples=3, seed=seed)),
-        ("empirical", ac.fisher_operator(model, params, batch, loss, variant="empirical"),
-         ac.fisher_empirical_matrix(model, params, batch, loss)),
-        ("Hessian", ac.hessian_operator(model, params, batch, loss), ac.hessian_matrix(model, params, batch, loss)),
+        ("GGN", ac.curvature.ggn_operator(model, params, batch, loss), ac.ggn_matrix(model, params, batch, loss)),
+        ("exact", ac.curvature.fisher_operator(model, params, batch, loss), ac.curvature.fisher_exact_matrix(model, params, x, loss)),
+        ("mc", ac.curvature.fisher_operator(model, params, batch, loss, variant="mc", num_samples=3, seed=seed),
+         ac.curvature.fisher_mc_matrix(model, params, x, loss, num_samples=3, seed=seed)),
+        ("empirical", ac.curvature.fisher_operator(model, params, batch, loss, variant="empirical"),
+         ac.curvature.fisher_empirical_matrix(model, params, batch, loss)),
+        ("Hessian", ac.curvature.hessian_operator(model, params, batch, loss), ac.hessian_matrix(model, params, batch, loss)),
     ]
 
 
@@ -35,7 +36,7 @@ def operators_and_matrices(model, params, x, y, loss, seed):
 def test_matvec_equals_materialized_matrix_times_vector(xp, case):
     model, b, dtype, seed, loss = case
     params, x, y, _ = make_case(xp, model, b, dtype, seed, loss)
-    p = ac.num_params(ac.param_shapes(model))
+    p = ac.params.num_params(ac.param_shapes(model))
     g = np.random.default_rng(seed)
     v = g.standard_normal(p)
     mat = g.standard_normal((p, 2))
@@ -62,16 +63,16 @@ def test_eigsh_on_the_operator_reproduces_eigvalsh(model, seed, loss):
         loss = MSE
     np_ns = backend.namespace_by_name("numpy")
     params, x, y, _ = make_case(np_ns, model, 6, "float64", seed, loss)
-    p = ac.num_params(ac.param_shapes(model))
+    p = ac.params.num_params(ac.param_shapes(model))
     assume(p >= 6)
     v0 = np.random.default_rng(seed).standard_normal(p)
     g = ac.ggn_matrix(model, params, (x, y), loss)
     want = np.linalg.eigvalsh(g)[-3:]
-    got = np.sort(eigsh(ac.ggn_operator(model, params, (x, y), loss), k=3, which="LA", v0=v0, tol=1e-12)[0])
+    got = np.sort(eigsh(ac.curvature.ggn_operator(model, params, (x, y), loss), k=3, which="LA", v0=v0, tol=1e-12)[0])
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * max(1.0, want[-1]))
     h = ac.hessian_matrix(model, params, (x, y), loss)
     wh = np.linalg.eigvalsh(h)
-    got_h = eigsh(ac.hessian_operator(model, params, (x, y), loss), k=3, which="LM", v0=v0, tol=1e-12)[0]
+    got_h = eigsh(ac.curvature.hessian_operator(model, params, (x, y), loss), k=3, which="LM", v0=v0, tol=1e-12)[0]
     tol = 1e-8 * max(1.0, np.abs(wh).max())
     # magnitudes are the top three (eigenvalues +-lambda may tie), each is in the spectrum
     np.testing.assert_allclose(np.sort(np.abs(got_h)), np.sort(np.abs(wh))[-3:], rtol=1e-8, atol=tol)
@@ -82,7 +83,7 @@ def test_cg_solves_the_damped_ggn_system(xp):
     """(G + lambda I) d = g by conjugate gradients on the operator vs numpy.linalg.solve."""
     model = ac.mlp((4, 5, 3), "tanh")
     params, x, y, _ = make_case(xp, model, 7, "float64", 3)
-    op = ac.ggn_operator(model, params, (x, y))
+    op = ac.curvature.ggn_operator(model, params, (x, y))
     p = op.shape[0]
     damped = op + 0.1 * LinearOperator((p, p), matvec=lambda v: v, dtype=op.dtype)
     _, grad = ac.value_and_grad(model, params, (x, y))
@@ -99,9 +100,9 @@ def test_sequential_operators_reuse_one_forward_pass(monkeypatch, dtype):
     model = ac.mlp((3, 4, 2), "tanh")
     np_ns = backend.namespace_by_name("numpy")
     params, x, y, _ = make_case(np_ns, model, 5, dtype, 1)
-    ops = [ac.ggn_operator(model, params, (x, y)), ac.hessian_operator(model, params, (x, y)),
-           ac.fisher_operator(model, params, (x, y), variant="mc"),
-           ac.fisher_operator(model, params, (x, y), variant="empirical")]
+    ops = [ac.curvature.ggn_operator(model, params, (x, y)), ac.curvature.hessian_operator(model, params, (x, y)),
+           ac.curvature.fisher_operator(model, params, (x, y), variant="mc"),
+           ac.curvature.fisher_operator(model, params, (x, y), variant="empirical")]
     calls = []
 
     def spy(*args, **kwargs):
@@ -121,8 +122,8 @@ def test_mc_operator_draws_its_targets_once(model):
     """With a NumPy Generator as seed, every product still uses the draws made at construction."""
     np_ns = backend.namespace_by_name("numpy")
     params, x, y, _ = make_case(np_ns, model, 4, "float64", 2)
-    op = ac.fisher_operator(model, params, (x, y), variant="mc", num_samples=2, seed=np.random.default_rng(5))
-    ref = npf(ac.fisher_mc_matrix(model, params, x, MSE, 2, np.random.default_rng(5)))
+    op = ac.curvature.fisher_operator(model, params, (x, y), variant="mc", num_samples=2, seed=np.random.default_rng(5))
+    ref = npf(ac.curvature.fisher_mc_matrix(model, params, x, MSE, 2, np.random.default_rng(5)))
     v = np.arange(op.shape[0], dtype=float)
     np.testing.assert_allclose(op @ v, ref @ v, rtol=1e-12)
     np.testing.assert_allclose(op @ v, ref @ v, rtol=1e-12)
@@ -132,17 +133,17 @@ def test_bad_inputs_raise_named_errors(xp):
     model = ac.mlp((3, 4, 2))
     params, x, y, _ = make_case(xp, model, 3, "float64", 0)
     with pytest.raises(ValueError, match="variant: expected one of"):
-        ac.fisher_operator(model, params, (x, y), variant="true")
+        ac.curvature.fisher_operator(model, params, (x, y), variant="true")
     with pytest.raises(ValueError, match="num_samples: expected a positive integer"):
-        ac.fisher_operator(model, params, (x, y), variant="mc", num_samples=-1)
+        ac.curvature.fisher_operator(model, params, (x, y), variant="mc", num_samples=-1)
     with pytest.raises(TypeError, match="batch: expected a tuple"):
-        ac.ggn_operator(model, params, x)
+        ac.curvature.ggn_operator(model, params, x)
     with pytest.raises(ValueError, match=r"params: expected 4 arrays"):
-        ac.hessian_operator(model, params[:2], (x, y))
+        ac.curvature.hessian_operator(model, params[:2], (x, y))
     with pytest.raises(ValueError, match="targets: expected shape"):
-        ac.ggn_operator(model, params, (x, y[:, :1]))
-    op = ac.ggn_operator(model, params, (x, y))
+        ac.curvature.ggn_operator(model, params, (x, y[:, :1]))
+    op = ac.curvature.ggn_operator(model, params, (x, y))
     with pytest.raises(ValueError):
         op @ np.ones(5)
     with pytest.raises(TypeError, match="x: expected dtype float32 or float64"):
-        ac.ggn_operator(model, params, (xp.astype(x, xp.int64), y))
+        ac.curvature.ggn_operator(model, params, (xp.astype(x, xp.int64), y))

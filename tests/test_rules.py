@@ -150,8 +150,8 @@ def test_clipped_rules_never_exceed_clip(xp, case, clip):
 def test_rule_by_name(numpy_xp, name, kw, q, block):
     model, params, batch = make_case(numpy_xp, (3, 4, 2), 6, 5)
     ws, bt = np_of(params), np_of(batch)
-    rule = ac.rule_by_name(name, 0.2, **kw)
-    assert name in ac.RULE_NAMES and rule.stateless
+    rule = ac.rules.rule_by_name(name, 0.2, **kw)
+    assert name in ac.rules.RULE_NAMES and rule.stateless
     expected = ref_blockdiag(ws, *bt, q) if block else ref_qngd(ws, *bt, q, 1e-10)
     if math.isinf(q):
         expected = -np.concatenate([g.reshape(-1) for g in np_grad_tree(ws, *bt)])
@@ -160,12 +160,12 @@ def test_rule_by_name(numpy_xp, name, kw, q, block):
 
 
 def test_rule_by_name_adam_and_regularized(numpy_xp):
-    assert ac.rule_by_name("adam", 0.1, b1=0.8).name == "adam"
-    assert ac.rule_by_name("regularized_ngd", 0.1, eps=2.0).name.startswith("regularized_ngd")
+    assert ac.rules.rule_by_name("adam", 0.1, b1=0.8).name == "adam"
+    assert ac.rules.rule_by_name("regularized_ngd", 0.1, eps=2.0).name.startswith("regularized_ngd")
     with pytest.raises(ValueError, match=r"name: expected one of"):
-        ac.rule_by_name("lbfgs", 0.1)
+        ac.rules.rule_by_name("lbfgs", 0.1)
     with pytest.raises(TypeError, match=r"qngd: .*q"):
-        ac.rule_by_name("qngd", 0.1)
+        ac.rules.rule_by_name("qngd", 0.1)
 
 
 def test_update_rule_is_frozen():

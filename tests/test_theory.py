@@ -12,16 +12,15 @@ from scipy.integrate import quad, solve_ivp
 
 import arraycurv as ac
 from arraycurv import backend
-from arraycurv.theory import (
+from arraycurv.data import aligned_params
+from arraycurv.dynamics.theory import (
     RULES,
-    aligned_params,
     balance_diagnostics,
     blockdiag_invariants,
     conserved_quantities,
     depth_calibrated_rate,
     effective_depth,
     escape_time,
-    format_table1,
     half_max_time,
     layer_mode_strengths,
     map_strength,
@@ -35,6 +34,7 @@ from arraycurv.theory import (
     singular_mode_velocity,
     table1,
 )
+from arraycurv.experiments.huh_theory import format_table1
 from tests.helpers import RTOL, assert_close, dtype_name, dtypes, seeds, widths
 
 INF = math.inf
@@ -476,7 +476,7 @@ def test_full_rules_keep_hyperbolic_paths_eq6(rule, q):
     star = np.array([2.0, 0.7])
     drifts = []
     for rtol in (1e-6, 1e-10):
-        sol = ac.solve_ode(singular_mode_ode(star, 1.0, rule, q), (0.0, 6.0), s0, rtol=rtol, atol=1e-3 * rtol)
+        sol = ac.dynamics.solve_ode(singular_mode_ode(star, 1.0, rule, q), (0.0, 6.0), s0, rtol=rtol, atol=1e-3 * rtol)
         hyper = [y[:, :-1] ** 2 - y[:, 1:] ** 2 for y in sol.y]  # eq (6), computed directly
         drifts.append(_drift(hyper))
         assert drifts[-1] <= C_DRIFT * rtol
@@ -489,7 +489,7 @@ def test_blockdiag_rules_keep_their_invariants_and_break_eq6(rule, q, q_inv):
     s0 = np.array([[0.3, 0.5, 0.8], [0.05, 0.1, 0.2]])
     star = np.array([2.0, 0.7])
     for rtol in (1e-6, 1e-10):
-        sol = ac.solve_ode(singular_mode_ode(star, 1.0, rule, q), (0.0, 6.0), s0, rtol=rtol, atol=1e-3 * rtol)
+        sol = ac.dynamics.solve_ode(singular_mode_ode(star, 1.0, rule, q), (0.0, 6.0), s0, rtol=rtol, atol=1e-3 * rtol)
         a = 2 * (1 - 1 / q_inv)
         direct = [y[:, :-1] / y[:, 1:] if q_inv == 1 else np.abs(y[:, :-1]) ** a - np.abs(y[:, 1:]) ** a
                   for y in sol.y]  # footnote 4, computed directly
@@ -530,7 +530,7 @@ def test_theorem1_sgd_flow_conserves_c_i(xp):
     c0 = [backend.to_numpy(c) for c in conserved_quantities(params)]
     drifts = []
     for rtol in (1e-5, 1e-9):
-        sol = ac.solve_ode(_sgd_flow(xp, target), (0.0, 3.0), params, rtol=rtol, atol=1e-3 * rtol, t_eval=[3.0])
+        sol = ac.dynamics.solve_ode(_sgd_flow(xp, target), (0.0, 3.0), params, rtol=rtol, atol=1e-3 * rtol, t_eval=[3.0])
         c1 = [backend.to_numpy(c) for c in conserved_quantities(sol.y[-1])]
         drift = max(np.max(np.abs(a - b)) for a, b in zip(c0, c1)) / max(np.max(np.abs(c)) for c in c0)
         assert drift <= C_DRIFT * rtol
@@ -553,7 +553,7 @@ def test_theorem1_curvature_corrected_flows_materialized(rule, q):
 
     y0 = np.concatenate([w.reshape(-1) for w in ws0])
     c0 = conserved_quantities(tuple(ws0))[0]
-    sol = ac.solve_ode(fun, (0.0, 1.0), y0, rtol=1e-9, atol=1e-12, t_eval=[1.0])
+    sol = ac.dynamics.solve_ode(fun, (0.0, 1.0), y0, rtol=1e-9, atol=1e-12, t_eval=[1.0])
     c1 = conserved_quantities(tuple(_split(sol.y[-1], [np.empty(s) for s in shapes])))[0]
     drift = np.max(np.abs(c1 - c0)) / np.max(np.abs(c0))
     if rule == "ngd_d":
@@ -691,7 +691,7 @@ def test_map_strength_array_keeps_namespace_dtype_and_shape(xp):
 
 
 def test_exports():
-    for name in ("p_exponent", "table1", "singular_mode_velocity", "map_strength", "conserved_quantities",
-                 "aligned_params", "RULES"):
-        assert getattr(ac, name) is not None
+    for name in ("p_exponent", "table1", "singular_mode_velocity", "map_strength", "conserved_quantities", "RULES"):
+        assert getattr(ac.dynamics.theory, name) is not None
+    assert ac.data.aligned_params is not None
     assert set(RULES) == {"sgd", "ngd", "qngd", "sqrt_ngd", "ngd_d", "sqrt_ngd_d", "qngd_d"}

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 import arraycurv as ac
-from arraycurv import backend, theory
-from arraycurv.integrate import IntegrationError
+from arraycurv import backend
+from arraycurv.dynamics import IntegrationError, theory
 from tests.dl_reference import make_case, np_grad_tree, np_loss, np_of
 from tests.helpers import assert_close, assert_like, seeds
 
@@ -112,9 +112,9 @@ def _mode_case(xp, widths, sigmas, stars, seed):
     n_out, n_in, r = widths[-1], widths[0], len(stars)
     u = backend.orthogonal(seed, (n_out, r), xp)
     v = backend.orthogonal(seed + 1, (n_in, r), xp)
-    params = theory.aligned_params(backend.from_numpy(sigmas, xp), u, v, widths, seed=seed + 2)
+    params = ac.data.aligned_params(backend.from_numpy(sigmas, xp), u, v, widths, seed=seed + 2)
     target = xp.matmul(u * backend.from_numpy(stars, xp), xp.matrix_transpose(v))
-    return ac.DeepLinear(widths), params, ac.whitened_moments(target), u, v
+    return ac.DeepLinear(widths), params, ac.models.whitened_moments(target), u, v
 
 
 def _scipy_modes(sigmas, stars, rule, q, t_eval):
@@ -175,14 +175,14 @@ def test_ngd_map_dynamics_are_exponential(xp):
     eta = 0.7
     model, params, _ = make_case(xp, (3, 3, 3), 1, 21)
     target = backend.normal(30, (3, 3), xp)
-    mom = ac.whitened_moments(target)
+    mom = ac.models.whitened_moments(target)
     t_eval = [0.0, 0.3, 0.6]
     sol = ac.integrate_rule(model, params, mom, ac.ngd(eta), (0.0, 0.6), rtol=1e-8, atol=1e-10, t_eval=t_eval)
-    w0 = backend.to_numpy(ac.total_map(params))
+    w0 = backend.to_numpy(ac.models.total_map(params))
     tg = backend.to_numpy(target)
     for t, p_t in zip(t_eval, sol.y):
         expected = tg + math.exp(-eta * t) * (w0 - tg)
-        assert_close(ac.total_map(p_t), expected, like=params[0], rtol=1e-6)
+        assert_close(ac.models.total_map(p_t), expected, like=params[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("depth, q", [(2, 1.0), (2, 2.0), (3, 2.0), (3, 3.0), (2, math.inf), (3, math.inf)])
@@ -211,7 +211,7 @@ def test_integrate_rule_errors(numpy_xp):
     with pytest.raises(ValueError, match=r"rule: expected a stateless rule"):
         ac.integrate_rule(model, params, batch, ac.adam(0.1), (0.0, 1.0))
     with pytest.raises(ValueError, match=r"rule: expected a stateless rule"):
-        ac.rule_velocity(model, ac.adam(0.1), batch)
+        ac.dynamics.rule_velocity(model, ac.adam(0.1), batch)
     with pytest.raises(TypeError, match=r"rule: expected an UpdateRule"):
         ac.integrate_rule(model, params, batch, "sgd", (0.0, 1.0))
     with pytest.raises(IntegrationError, match=r"max_steps"):
@@ -224,7 +224,7 @@ def test_integrate_rule_errors(numpy_xp):
 def test_rule_velocity_is_the_direction(xp):
     model, params, batch = make_case(xp, (2, 3, 2), 4, 1)
     rule = ac.sqrt_ngd(0.3)
-    fun = ac.rule_velocity(model, rule, batch)
+    fun = ac.dynamics.rule_velocity(model, rule, batch)
     expected, _ = rule.update(model, params, batch, None)
     assert_close(fun(0.0, params), expected, like=params[0], rtol=0.0)
 
@@ -236,7 +236,7 @@ def test_train_records_what_it_says(xp):
     lr = 0.1
     res = ac.train(
         model, params, batch, ac.sgd(lr), 10, record_every=3, eval_batches={"test": test_batch},
-        record_params=True, record_conserved=True, record={"map": ac.total_map},
+        record_params=True, record_conserved=True, record={"map": ac.models.total_map},
     )
     np.testing.assert_array_equal(res.steps, [0, 3, 6, 9, 10])
     # independent NumPy loop
@@ -291,7 +291,7 @@ def test_train_callback_progress_and_minibatches(numpy_xp):
 def test_print_progress_prints_every_five_percent():
     out = io.StringIO()
     for step in range(41):
-        ac.print_progress(step, 40, 1.0 / (step + 1), stream=out)
+        ac.dynamics.print_progress(step, 40, 1.0 / (step + 1), stream=out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 21  # step 0 and every 2 steps (5% of 40)
     assert lines[0].startswith("step  0/40") and "100.0%" in lines[-1]

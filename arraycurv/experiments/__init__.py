@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["UsageError", "check_out_dir"]
+__all__ = ['UsageError', 'check_out_dir']
 
 
 class UsageError(ValueError):

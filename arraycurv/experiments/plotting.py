@@ -16,11 +16,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import backend
-from .results import atomic_write
-
-#: host-side NumPy for figure data (already converted by backend.to_numpy)
-np = backend.host_namespace()
+from .. import backend
+from ..results import atomic_write
 
 __all__ = [
     "RULE_STYLE",
@@ -36,6 +33,11 @@ __all__ = [
     "save_figure",
 ]
 
+
+#: host-side NumPy for figure data (already converted by backend.to_numpy)
+np = backend.host_namespace()
+
+
 #: Colour and display label per update rule (kept identical across figures).
 RULE_STYLE: dict[str, tuple[str, str]] = {
     "sgd": ("#000000", "SGD"),
@@ -45,6 +47,8 @@ RULE_STYLE: dict[str, tuple[str, str]] = {
     "sqrt_ngd_d": ("#2ca02c", "\u221aNGD-d"),
     "adam": ("#8c564b", "Adam"),
 }
+
+
 _EXTRA_COLORS = ["#9467bd", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 
 

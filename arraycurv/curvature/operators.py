@@ -31,14 +31,17 @@ from typing import Any
 
 from scipy.sparse.linalg import LinearOperator
 
-from . import backend, networks
+from .. import backend
+from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
+from ..models import sequential as networks
+from ..models.base import forward, hvp, jvp, param_shapes, vjp
+from ..params import flatten, num_params, unflatten
+from ..validation import check_params
 from .fisher import _check_num_samples, _mc_output_metric, fisher_empirical_vp
-from .interface import check_batch, forward, hvp, jvp, param_shapes, vjp
-from .losses import MSE, check_targets, loss_grad, loss_hessian_vp
-from .params import flatten, num_params, unflatten
-from .validation import check_params
+from .generic import check_batch
 
-__all__ = ["fisher_operator", "ggn_operator", "hessian_operator"]
+__all__ = ['FISHER_VARIANTS', 'fisher_operator', 'ggn_operator', 'hessian_operator']
+
 
 FISHER_VARIANTS = ("exact", "mc", "empirical")
 

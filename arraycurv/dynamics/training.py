@@ -22,14 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import backend
+from .. import backend
+from ..curvature.generic import value_and_grad
+from ..losses import MSE, loss_value
+from ..models.base import forward
+from ..rules import UpdateRule, apply_direction
 from .integrate import OdeSolution, solve_ode
-from .interface import forward, value_and_grad
-from .losses import MSE, loss_value
-from .rules import UpdateRule, apply_direction
 from .theory import conserved_quantities
 
-__all__ = ["TrainResult", "integrate_rule", "print_progress", "rule_velocity", "train"]
+__all__ = ['TrainResult', 'integrate_rule', 'print_progress', 'rule_velocity', 'train']
 
 
 @dataclass(frozen=True)

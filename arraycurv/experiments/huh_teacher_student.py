@@ -28,29 +28,35 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .. import backend
-from ..deep_linear import DeepLinear, total_map
-from ..interface import init_params
+from ..dynamics.theory import mode_strengths
+from ..dynamics.training import print_progress, train
+from ..models.base import init_params
+from ..models.deep_linear import DeepLinear, total_map
 from ..rules import adam, ngd, ngd_d, qngd, sgd, sqrt_ngd, sqrt_ngd_d
-from ..theory import mode_strengths
-from ..training import print_progress, train
 from . import UsageError, check_out_dir
 
 __all__ = [
     "DEFAULT_RULES",
     "RULE_Q",
+    "SUMMARY_COLUMNS",
+    "SUMMARY_HEADERS",
     "TeacherStudentConfig",
     "analyze",
     "config_from_args",
     "depth_calibrated_lr",
+    "format_summary",
     "make_rule",
     "run",
     "run_rule",
+    "setup",
     "summarize_rule",
 ]
 
 
 #: The five rules of Huh Figs 4-5.
 DEFAULT_RULES = ("sgd", "ngd", "sqrt_ngd", "ngd_d", "sqrt_ngd_d")
+
+
 #: Power 1/q of each named rule (SGD: q = inf; Adam is calibrated like SGD).
 RULE_Q = {"sgd": math.inf, "adam": math.inf, "ngd": 1.0, "sqrt_ngd": 2.0, "ngd_d": 1.0, "sqrt_ngd_d": 2.0}
 
@@ -389,14 +395,16 @@ def _hist_for_plots(histories: dict, target_s, teacher_s, config) -> dict:
 
 SUMMARY_COLUMNS = ("rule", "lr", "min_test_loss", "best_step", "final_train_loss", "final_weight_norm",
                    "c2_drift_rel", "noise_fraction_at_signal_half", "time_per_step_ms")
+
+
 SUMMARY_HEADERS = ("rule", "lr", "min test", "at step", "final train", "|w| final", "c2 drift/|w|^2",
                    "noise@signal½", "ms/step")
 
 
 def format_summary(summary: dict) -> str:
     """The summary as an aligned text table (one row per rule)."""
-    from ..plotting import rule_label
     from ..results import format_table
+    from .plotting import rule_label
 
     rows = []
     for name, m in summary["rules"].items():
@@ -486,7 +494,7 @@ def run(config: TeacherStudentConfig = TeacherStudentConfig(),
             write_npz(os.path.join(out_dir, "history.npz"), arrays)
             write_json(os.path.join(out_dir, "summary.json"), summary)
     if out_dir is not None and plots and histories:
-        from ..plotting import plot_teacher_student_fig4, plot_teacher_student_fig5
+        from .plotting import plot_teacher_student_fig4, plot_teacher_student_fig5
 
         ph = _hist_for_plots(histories, target_s, teacher_np, config)
         plot_teacher_student_fig4(ph, os.path.join(out_dir, "fig4.png"))

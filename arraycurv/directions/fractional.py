@@ -63,13 +63,17 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-from . import backend
-from .deep_linear import DeepLinear, LinearMoments, fisher_kron_factors, moments, partial_products, total_map
-from .interface import forward, ggn_block_diag, ggn_matrix, jacobian, param_shapes, value_and_grad
-from .linalg import kron, kron_psd_power_apply, psd_power, solve_sylvester
-from .losses import MSE, loss_grad, loss_hessian_factor
-from .params import flatten, num_params, unflatten
-from .validation import check_finite
+from .. import backend
+from ..curvature.deep_linear import fisher_kron_factors
+from ..curvature.generic import ggn_block_diag, ggn_matrix, jacobian, value_and_grad
+from ..linalg.kronecker import kron, kron_psd_power_apply
+from ..linalg.powers import psd_power
+from ..linalg.sylvester import solve_sylvester
+from ..losses import MSE, loss_grad, loss_hessian_factor
+from ..models.base import forward, param_shapes
+from ..models.deep_linear import DeepLinear, LinearMoments, moments, partial_products, total_map
+from ..params import flatten, num_params, unflatten
+from ..validation import check_finite
 
 __all__ = [
     "FORMS",
@@ -81,6 +85,7 @@ __all__ = [
     "qngd_direction_map",
     "regularized_ngd_direction",
 ]
+
 
 #: Names accepted by ``qngd_direction(..., form=...)``.
 FORMS = ("auto", "full", "dual", "map")

@@ -23,21 +23,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import backend
-from .interface import (
-    check_batch,
-    forward,
-    ggn_matrix,
-    ggn_vp,
-    hessian_matrix,
-    hvp,
-    init_params,
-    jacobian,
-    jvp,
-    param_shapes,
-    value_and_grad,
-    vjp,
-)
+from .. import backend
+from ..curvature.generic import check_batch
+from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
+from ..validation import check_params
+from .base import forward, hvp, init_params, jvp, param_shapes, vjp
 from .layers import (
     Activation,
     AvgPool2d,
@@ -52,9 +42,6 @@ from .layers import (
     layer_rop_vjp,
     layer_vjp,
 )
-from .losses import MSE, check_targets, loss_grad, loss_hessian_vp, loss_value
-from .params import num_params, unflatten
-from .validation import check_params
 
 __all__ = [
     "Linearization",
@@ -430,15 +417,6 @@ def _(model: Sequential, params, x, cotangent):
     return vjp_linearized(linearize(model, params, x), cotangent)
 
 
-@value_and_grad.register
-def _(model: Sequential, params, batch, loss=MSE()):
-    xp, x, y = check_batch(model, params, batch, loss)
-    lin = linearize(model, params, x)
-    check_targets(loss, lin.outputs, y)
-    g = vjp_linearized(lin, loss_grad(loss, lin.outputs, y) / x.shape[0])
-    return loss_value(loss, lin.outputs, y), g
-
-
 def _loss_hvp(loss, outputs, v):
     """Per-sample H_b v_b for v of shape (B, k) or (*lead, B, k)."""
     if v.ndim == 2:
@@ -447,18 +425,6 @@ def _loss_hvp(loss, outputs, v):
     k = outputs.shape[-1]
     o = xp.reshape(xp.broadcast_to(outputs, tuple(v.shape)), (-1, k))
     return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
-
-
-@ggn_vp.register
-def _(model: Sequential, params, batch, v, loss=MSE()):
-    """G v = (1/B) sum_b J_b^T H_b J_b v with one forward pass (spec 3.2; Huh eq (3)).
-
-    ``v`` may carry leading axes like in :func:`jvp_linearized` (m products at once).
-    """
-    xp, x, y = check_batch(model, params, batch, loss)
-    lin = linearize(model, params, x)
-    jv = jvp_linearized(lin, v)
-    return vjp_linearized(lin, _loss_hvp(loss, lin.outputs, jv) / x.shape[0])
 
 
 def hvp_linearized(lin: Linearization, y, v, loss=MSE()) -> tuple:
@@ -516,63 +482,3 @@ def _(model: Sequential, params, batch, v, loss=MSE()):
     lin = linearize(model, params, x)
     check_targets(loss, lin.outputs, y)
     return _hvp_linearized(lin, y, v, loss)
-
-
-def _flat_rows(xp, tree, m):
-    return xp.concat([xp.reshape(t, (m, -1)) for t in tree], axis=-1)
-
-
-def _chunk(model, b, p, budget=2**23):
-    """Columns per batched Pearlmutter pass so that the intermediates stay near ``budget``
-    elements (gathers of convolutions and pooling are kh*kw times their input)."""
-    ins, out = _shapes(model)
-    per = out[0]
-    for layer, s in zip(model.layers, ins):
-        ks = getattr(layer, "kernel_size", (1, 1))
-        per += math.prod(s) * (1 + ks[0] * ks[1])
-    return max(1, min(p, budget // max(1, 4 * b * per)))
-
-
-@hessian_matrix.register
-def _(model: Sequential, params, batch, loss=MSE()):
-    """Explicit P x P Hessian of the mean loss from Pearlmutter products of unit vectors
-    (batched over chunks of columns, one forward pass)."""
-    xp, x, y = check_batch(model, params, batch, loss)
-    lin = linearize(model, params, x)
-    check_targets(loss, lin.outputs, y)
-    shapes = param_shapes(model)
-    p = num_params(shapes)
-    eye = xp.eye(p, dtype=x.dtype, device=backend.device_of(x))
-    m = _chunk(model, x.shape[0], p)
-    rows = []
-    for s in range(0, p, m):
-        e = eye[s : s + m, :]
-        rows.append(_flat_rows(xp, _hvp_linearized(lin, y, unflatten(e, shapes), loss), e.shape[0]))
-    return xp.matrix_transpose(xp.concat(rows, axis=0))
-
-
-@ggn_matrix.register
-def _(model: Sequential, params, batch, loss=MSE()):
-    """Explicit P x P GGN (1/B) sum_b J_b^T H_b J_b, assembled by
-    :func:`arraycurv.fisher_exact_matrix` (Kronecker-structured for MLPs; equal to the
-    exact Fisher for MSE and softmax cross-entropy, spec Conventions)."""
-    from .fisher import fisher_exact_matrix
-
-    xp, x, y = check_batch(model, params, batch, loss)
-    check_targets(loss, forward(model, params, x), y)
-    return fisher_exact_matrix(model, params, x, loss)
-
-
-@jacobian.register
-def _(model: Sequential, params, x):
-    """Explicit output Jacobian (B, k, P) by backpropagating the k unit output cotangents
-    of every sample at once (per-sample VJPs)."""
-    lin = linearize(model, params, x)
-    xp = backend.namespace_of(x=x)
-    b, k = lin.outputs.shape
-    eye = xp.eye(k, dtype=x.dtype, device=backend.device_of(x))
-    cot = xp.broadcast_to(eye[:, None, :], (k, b, k))
-    per = vjp_linearized(lin, cot, per_sample=True)  # (k, B, *s)
-    j = xp.concat([xp.reshape(t, (k, b, -1)) for t in per], axis=-1)
-    return xp.permute_dims(j, (1, 0, 2))
-

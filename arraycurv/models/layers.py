@@ -35,8 +35,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import backend
-from .validation import check_params
+from .. import backend
+from ..validation import check_params
+from ._image import _col2im, _im2col, _pad2d
 
 __all__ = [
     "ACTIVATIONS",
@@ -55,8 +56,10 @@ __all__ = [
     "layer_vjp",
 ]
 
+
 #: Names accepted by :class:`Activation`.
 ACTIVATIONS = ("identity", "tanh", "relu", "elu", "sigmoid")
+
 
 _PARAMS_MODES = ("sum", "per_sample", "none")
 
@@ -150,79 +153,6 @@ def _batch_sum_matmul(xp, a, c):
     a2 = xp.reshape(a2, tuple(a.shape[:nla]) + (m, b * el))
     c2 = xp.reshape(c, tuple(c.shape[:nlc]) + (b * el, n))
     return xp.matmul(a2, c2)
-
-
-# --------------------------------------------------------- image gather / scatter
-def _pad2d(xp, x, ph: int, pw: int):
-    """Zero-pad the last two axes by (ph, pw) on each side (concatenation, no writes)."""
-    if ph:
-        z = xp.zeros(tuple(x.shape[:-2]) + (ph, x.shape[-1]), dtype=x.dtype, device=backend.device_of(x))
-        x = xp.concat([z, x, z], axis=-2)
-    if pw:
-        z = xp.zeros(tuple(x.shape[:-1]) + (pw,), dtype=x.dtype, device=backend.device_of(x))
-        x = xp.concat([z, x, z], axis=-1)
-    return x
-
-
-def _pad_to(xp, x, top: int, bottom: int, left: int, right: int):
-    dev = backend.device_of(x)
-    parts = []
-    if top:
-        parts.append(xp.zeros(tuple(x.shape[:-2]) + (top, x.shape[-1]), dtype=x.dtype, device=dev))
-    parts.append(x)
-    if bottom:
-        parts.append(xp.zeros(tuple(x.shape[:-2]) + (bottom, x.shape[-1]), dtype=x.dtype, device=dev))
-    x = xp.concat(parts, axis=-2) if len(parts) > 1 else x
-    parts = []
-    if left:
-        parts.append(xp.zeros(tuple(x.shape[:-1]) + (left,), dtype=x.dtype, device=dev))
-    parts.append(x)
-    if right:
-        parts.append(xp.zeros(tuple(x.shape[:-1]) + (right,), dtype=x.dtype, device=dev))
-    return xp.concat(parts, axis=-1) if len(parts) > 1 else x
-
-
-def _im2col(xp, x, kernel, stride, out_hw):
-    """Gather the receptive fields of ``x`` (..., Hp, Wp) -> (..., kh*kw, Ho, Wo).
-
-    Entry [..., i*kw + j, u, v] is x[..., stride_h*u + i, stride_w*v + j]; built from
-    static slices and one ``xp.stack``.
-    """
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    span_h, span_w = sh * (ho - 1) + 1, sw * (wo - 1) + 1
-    slices = [x[..., i : i + span_h : sh, j : j + span_w : sw] for i in range(kh) for j in range(kw)]
-    return xp.stack(slices, axis=-3)
-
-
-def _dilate(xp, a, sh: int, sw: int):
-    """Insert (s - 1) zeros between the entries of the last two axes."""
-    ho, wo = a.shape[-2:]
-    if sh > 1:
-        z = xp.zeros_like(a)
-        a = xp.stack([a] + [z] * (sh - 1), axis=-2)  # (..., ho, sh, wo)
-        a = xp.reshape(a, tuple(a.shape[:-3]) + (ho * sh, wo))[..., : sh * (ho - 1) + 1, :]
-    if sw > 1:
-        hd = a.shape[-2]
-        z = xp.zeros_like(a)
-        a = xp.stack([a] + [z] * (sw - 1), axis=-1)  # (..., hd, wo, sw)
-        a = xp.reshape(a, tuple(a.shape[:-3]) + (hd, wo * sw))[..., : sw * (wo - 1) + 1]
-    return a
-
-
-def _col2im(xp, cols, kernel, stride, in_hw):
-    """Adjoint of :func:`_im2col`: scatter-add (..., kh*kw, Ho, Wo) into (..., Hp, Wp)."""
-    (kh, kw), (sh, sw), (hp, wp) = kernel, stride, in_hw
-    d = _dilate(xp, cols, sh, sw)  # (..., kk, hd, wd)
-    hd, wd = d.shape[-2:]
-    total = None
-    for i in range(kh):
-        row = None
-        for j in range(kw):
-            t = _pad_to(xp, d[..., i * kw + j, :, :], 0, 0, j, wp - wd - j)
-            row = t if row is None else row + t
-        row = _pad_to(xp, row, i, hp - hd - i, 0, 0)
-        total = row if total is None else total + row
-    return total
 
 
 # ------------------------------------------------------------------------ layers

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import backend
-from .fractional import (
+from .. import backend
+from ..curvature.generic import value_and_grad
+from ..directions.fractional import (
     _check_nonneg,
     _check_q,
     clip_direction,
@@ -35,13 +36,12 @@ from .fractional import (
     qngd_direction,
     regularized_ngd_direction,
 )
-from .interface import value_and_grad
-from .losses import MSE
-from .validation import check_finite
+from ..losses import MSE
+from ..validation import check_finite
 
 __all__ = [
-    "RULE_NAMES",
     "AdamState",
+    "RULE_NAMES",
     "UpdateRule",
     "adam",
     "apply_direction",

@@ -28,19 +28,30 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from .. import backend
-from ..interface import forward, init_params
-from ..kfac import kfac_qngd_direction
+from ..directions.kfac import kfac_qngd_direction
+from ..dynamics.training import print_progress, train
 from ..losses import SoftmaxCrossEntropy
-from ..networks import mlp
+from ..models.base import forward, init_params
+from ..models.sequential import mlp
 from ..rules import UpdateRule, sgd
-from ..training import print_progress, train
 from . import UsageError, check_out_dir
 
-__all__ = ["DigitsConfig", "config_from_args", "kfac_rule", "ngd_d_damping", "run", "run_one"]
+__all__ = [
+    "DigitsConfig",
+    "PAPER_NGD_D_DAMPING",
+    "RULES",
+    "config_from_args",
+    "kfac_rule",
+    "ngd_d_damping",
+    "run",
+    "run_one",
+]
 
 
 #: Levenberg-Marquardt damping of NGD-d per gain, Huh (2020) Fig S.I.2 caption.
 PAPER_NGD_D_DAMPING = {1.0: 1e-3, 1e-2: 1e-3, 1e-4: 1e-6, 1e-6: 1e-7}
+
+
 RULES = ("sgd", "ngd_d", "sqrt_ngd_d")
 
 
@@ -232,7 +243,7 @@ def run(config: DigitsConfig = DigitsConfig(), out_dir: str | os.PathLike | None
     if out_dir is not None:
         files = ["summary.json", "history.npz"]
         if plots:
-            from ..plotting import plot_digits_loss
+            from .plotting import plot_digits_loss
 
             runs = {"gains": list(config.gains), "rules": list(config.rules)}
             runs.update(hists)
@@ -243,7 +254,7 @@ def run(config: DigitsConfig = DigitsConfig(), out_dir: str | os.PathLike | None
         summary["files"] = files
         write_json(os.path.join(out_dir, "summary.json"), summary)
     if progress:
-        from ..plotting import rule_label
+        from .plotting import rule_label
 
         rows = []
         for key, m in summary["runs"].items():

@@ -21,79 +21,23 @@ Conventions (spec): losses are means over the batch; G = (1/B) sum_b J_b^T H_b J
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-from . import backend
-from .losses import MSE, check_targets, loss_grad, loss_hessian_vp, loss_value
-from .params import flatten, num_params, unflatten
-from .validation import check_ndim
+from .. import backend
+from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp, loss_value
+from ..models.base import forward, hvp, jvp, param_shapes, vjp
+from ..params import flatten, num_params, unflatten
+from ..validation import check_ndim
 
 __all__ = [
     "check_batch",
-    "forward",
     "ggn_block_diag",
     "ggn_blocks",
     "ggn_matrix",
     "ggn_vp",
     "hessian_matrix",
-    "hvp",
-    "init_params",
     "jacobian",
-    "jvp",
-    "param_shapes",
     "value_and_grad",
-    "vjp",
 ]
-
-
-def _missing(fn: str, model: Any):
-    raise TypeError(
-        f"model: {fn} is not implemented for {type(model).__name__}; expected a model of "
-        f"arraycurv (DeepLinear, Sequential/MLP/CNN, ...), got {model!r}"
-    )
-
-
-# ------------------------------------------------------------------------ the passes
-@functools.singledispatch
-def param_shapes(model) -> tuple[tuple[int, ...], ...]:
-    """Shapes of the parameter tensors of ``model``, in order."""
-    _missing("param_shapes", model)
-
-
-@functools.singledispatch
-def init_params(model, seed, xp=None, *, dtype=None, device=None, **kwargs):
-    """Seeded initial parameters of ``model`` in namespace ``xp`` (NumPy by default)."""
-    _missing("init_params", model)
-
-
-@functools.singledispatch
-def forward(model, params, x):
-    """Network outputs f(x) for a batch ``x`` (leading axis = batch), shape (B, k)."""
-    _missing("forward", model)
-
-
-@functools.singledispatch
-def jvp(model, params, x, tangent):
-    """Forward-mode tangent pass: returns ``(f(x), J tangent)``, both of shape (B, k).
-
-    ``tangent`` is a tuple of arrays shaped like ``params``.
-    """
-    _missing("jvp", model)
-
-
-@functools.singledispatch
-def vjp(model, params, x, cotangent):
-    """Reverse pass: sum_b J_b^T cotangent_b as a tuple shaped like ``params``.
-
-    ``cotangent`` has shape (B, k). No 1/B factor is applied.
-    """
-    _missing("vjp", model)
-
-
-@functools.singledispatch
-def hvp(model, params, batch, v, loss=MSE()):
-    """Exact Hessian-vector product of the mean loss (needs a second-order pass)."""
-    _missing("hvp", model)
 
 
 @functools.singledispatch

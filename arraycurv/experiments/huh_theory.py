@@ -1,22 +1,26 @@
-"""Huh (2020) Figs 1, 2, 3 and Table 1 from the theory alone (no training).
+"""Huh's learning-dynamics theory of curvature-corrected deep linear networks (spec 4.1, 4.2).
 
-* Fig 1 (SGD, sqrt-NGD, NGD) and Fig 3 (NGD-d, sqrt-NGD-d): singular-mode vector fields
-  of a depth-2 mode (sigma_1, sigma_2) with target sigma_star = 1: arrows
-  ``[sigma_1', sigma_2'] / |sigma_Delta|`` (eqs 5, 10, 12, 20, 21 via
-  :func:`arraycurv.theory.singular_mode_velocity`), contours of
-  ``sigma_Delta = sigma_1 sigma_2 - sigma_star`` (the optimum in black), the conserved paths
-  (red; sigma_1^2 - sigma_2^2 for the full rules, eq 6; sigma_1 / sigma_2 for NGD-d;
-  |sigma_1| - |sigma_2| for sqrt-NGD-d, footnote 4) and one trajectory integrated with
-  the adaptive Dormand-Prince integrator (:func:`arraycurv.integrate.solve_ode`), with
-  dots at equal time intervals.
-* Fig 2: map learning curves of eq (17) for p = 0, 1/2, 1, 2 (eta_bar = 1; sigma(0) = 0
-  for p < 1, sigma_star / 100 for p >= 1, as in the caption), half-max points and losses
-  (:func:`arraycurv.theory.map_strength`, :func:`arraycurv.theory.half_max_time`).
-* Table 1: the exponent p(d, q) (:func:`arraycurv.theory.format_table1`), with the d = 4
-  row of the teacher-student experiment added.
+Huh (2020), *Curvature-corrected learning dynamics in deep neural networks*:
 
-The arrays are computed in the namespace ``xp`` and converted to NumPy only for the
-figures and files.
+* exponent and scales of map dynamics: :func:`p_exponent` (eq 17), :func:`effective_depth`
+  (eq 18), :func:`depth_calibrated_rate` (eta_bar of eq 17), Table 1 (:func:`table1`,
+  :func:`format_table1`);
+* singular-mode dynamics of one mode of a depth-d network with per-layer strengths
+  sigma_i: :func:`singular_mode_velocity` for SGD (eq 5), NGD (eq 10), q-NGD (eq 12),
+  sqrt-NGD, NGD-d (eq 20), sqrt-NGD-d (eq 21) and q-NGD-d (footnote 4);
+  :func:`regularized_ngd_velocity` (S.I.15-16); :func:`singular_mode_ode` for the
+  integrator; :func:`mode_jacobian` (j_i);
+* map dynamics (eq 17): :func:`map_velocity`, closed forms (:func:`map_strength_closed_form`
+  for p = 0, 1/2, 1, generalised to any initial value), any p (:func:`map_strength`),
+  time scales (:func:`half_max_time`, :func:`escape_time`);
+* conserved quantities: c_i of Theorem 1 (:func:`conserved_quantities`, eq 15), the
+  invariants of the block-diagonal rules (:func:`blockdiag_invariants`, footnote 4),
+  :func:`balance_diagnostics`;
+* singular modes of networks (footnote 1): :func:`aligned_params`, :func:`mode_strengths`,
+  :func:`layer_mode_strengths`.
+
+Scalars are Python floats; arrays (sigma, parameters, times) may come from any array-API
+namespace and results come back in it. See ``docs/theory.md``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Sequence
+from fractions import Fraction
 
 from .. import backend
-from ..integrate import solve_ode
-from ..theory import (
+from ..dynamics.integrate import solve_ode
+from ..dynamics.theory import (
     blockdiag_invariants,
-    format_table1,
     half_max_time,
     map_strength,
     p_exponent,
@@ -38,15 +43,56 @@ from ..theory import (
 )
 from . import check_out_dir
 
-__all__ = ["FIG1_RULES", "FIG2_P", "FIG3_RULES", "map_curves", "run", "trajectory", "vector_field"]
+__all__ = [
+    "FIG1_RULES",
+    "FIG2_P",
+    "FIG2_TARGETS",
+    "FIG3_RULES",
+    "TRAJECTORY_START",
+    "format_table1",
+    "map_curves",
+    "run",
+    "trajectory",
+    "vector_field",
+]
+
+
+def _fmt_number(x: float) -> str:
+    if math.isinf(x):
+        return "inf"
+    fr = Fraction(x).limit_denominator(1000)
+    if abs(float(fr) - x) <= 1e-12 * max(1.0, abs(x)):
+        return str(fr.numerator) if fr.denominator == 1 else f"{fr.numerator}/{fr.denominator}"
+    return f"{x:.4g}"
+
+
+def format_table1(depths: Sequence[float] = (1, 2, math.inf), qs: Sequence[float] = (1, 2, math.inf)) -> str:
+    """Table 1 of Huh (2020) as a Markdown table (exact fractions where they are short)."""
+    tab = table1(depths, qs)
+    head = "| p | " + " | ".join(f"q = {_fmt_number(float(q))}" for q in qs) + " |"
+    sep = "|---|" + "---|" * len(qs)
+    rows = [
+        f"| d = {_fmt_number(float(d))} | " + " | ".join(_fmt_number(tab[d][q]) for q in qs) + " |" for d in depths
+    ]
+    return "\n".join([head, sep, *rows])
 
 
 FIG1_RULES = ("sgd", "sqrt_ngd", "ngd")
+
+
 FIG3_RULES = ("ngd_d", "sqrt_ngd_d")
+
+
 FIG2_P = (0.0, 0.5, 1.0, 2.0)
+
+
 FIG2_TARGETS = (1.0, 2.0, 4.0)
+
+
 #: Power q of the rule whose invariants a panel shows (inf: sigma_1^2 - sigma_2^2, eq 6).
 _INVARIANT_Q = {"sgd": math.inf, "ngd": math.inf, "sqrt_ngd": math.inf, "ngd_d": 1.0, "sqrt_ngd_d": 2.0}
+
+
 _INVARIANT_LABEL = {
     "sgd": r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
     "ngd": r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
@@ -54,6 +100,8 @@ _INVARIANT_LABEL = {
     "ngd_d": r"$\sigma_1/\sigma_2$ (Sec. 5)",
     "sqrt_ngd_d": r"$|\sigma_1|-|\sigma_2|$ (footnote 4)",
 }
+
+
 _TITLE = {"sgd": "SGD (eq 5)", "sqrt_ngd": "\u221aNGD (eq 12, q=2)", "ngd": "NGD (eq 10)",
           "ngd_d": "NGD-d (eq 20)", "sqrt_ngd_d": "\u221aNGD-d (eq 21)"}
 
@@ -224,7 +272,7 @@ def run(out_dir: str | os.PathLike | None = "results/theory", *, xp=None, dtype=
         write_npz(os.path.join(out_dir, "arrays.npz"), arrays)
         files = ["table1.txt", "summary.json", "arrays.npz"]
         if plots:
-            from ..plotting import plot_map_curves, plot_vector_fields
+            from .plotting import plot_map_curves, plot_vector_fields
 
             plot_vector_fields([fields[r] for r in FIG1_RULES], os.path.join(out_dir, "fig1.png"),
                                title=r"Huh (2020) Fig 1: singular-mode dynamics at depth 2, $\bar\sigma_*=1$")

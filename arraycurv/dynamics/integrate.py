@@ -26,13 +26,16 @@ from typing import Any
 
 import array_api_compat
 
-from . import backend
+from .. import backend
 
-__all__ = ["IntegrationError", "OdeSolution", "rk4_fixed", "solve_ode"]
+__all__ = ['IntegrationError', 'OdeSolution', 'rk4_fixed', 'solve_ode']
+
 
 # --------------------------------------------------------------------- Dormand-Prince 5(4)
 # Butcher tableau (Dormand & Prince 1980), identical to scipy's RK45.
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
+
+
 _A = (
     (),
     (1 / 5,),
@@ -41,10 +44,16 @@ _A = (
     (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
     (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
 )
+
+
 #: Fifth-order weights (the step is taken with these: local extrapolation).
 _B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
+
+
 #: Error weights b - b_hat over the 7 stages (the 7th is f(t + h, y_new), FSAL).
 _E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
+
+
 #: Continuous extension (Shampine 1986, the c_6-optimal quartic of scipy's RK45):
 #: y(t_old + x h) = y_old + h sum_j K_j sum_m P[j][m] x^(m+1).
 _P = (
@@ -56,10 +65,20 @@ _P = (
     (0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844),
     (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423),
 )
+
+
 _SAFETY = 0.9
+
+
 _MIN_FACTOR = 0.2
+
+
 _MAX_FACTOR = 10.0
+
+
 _ERROR_EXPONENT = -1.0 / 5.0  # -1 / (error estimator order + 1)
+
+
 _EPS64 = 2.220446049250313e-16
 
 

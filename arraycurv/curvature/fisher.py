@@ -38,18 +38,11 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from . import backend
-from .interface import check_batch, forward, jacobian, jvp, param_shapes, vjp
-from .losses import (
-    MSE,
-    check_targets,
-    loss_grad,
-    loss_hessian,
-    loss_hessian_factor,
-    loss_hessian_vp,
-    sample_targets,
-)
-from .validation import check_params
+from .. import backend
+from ..losses import MSE, check_targets, loss_grad, loss_hessian, loss_hessian_factor, loss_hessian_vp, sample_targets
+from ..models.base import forward, jvp, param_shapes, vjp
+from ..validation import check_params
+from .generic import check_batch, jacobian
 
 __all__ = [
     "fisher_empirical_matrix",
@@ -109,7 +102,7 @@ def _sandwich(xp, jac, h):
 
 def _sequential(model):
     """The networks module if ``model`` is a Sequential (cached linearization), else None."""
-    from . import networks
+    from ..models import sequential as networks
 
     return networks if isinstance(model, networks.Sequential) else None
 
@@ -117,8 +110,8 @@ def _sequential(model):
 def _dense_network(model):
     """The networks module if ``model`` is a Sequential whose parameterized layers are all
     Dense (an MLP), else None: then the per-sample gradients have Kronecker structure."""
-    from . import networks
-    from .layers import Dense
+    from ..models import sequential as networks
+    from ..models.layers import Dense
 
     if not isinstance(model, networks.Sequential):
         return None
@@ -432,4 +425,3 @@ def fisher_empirical_vp(model, params, batch, v, loss=MSE()):
     r = loss_grad(loss, out, y)
     coef = xp.sum(r * jv, axis=-1)
     return vjp(model, params, x, r * coef[:, None] / x.shape[0])
-

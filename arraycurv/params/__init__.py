@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import namespace_of
-from .validation import check_shape
+from ..backend import namespace_of
+from ..validation import check_shape
 
 __all__ = [
     "flatten",

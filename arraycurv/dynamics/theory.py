@@ -27,22 +27,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 
-from . import backend
+from .. import backend
+from ..validation import check_ndim, check_shape
 from .integrate import solve_ode
-from .validation import check_ndim, check_shape
 
 __all__ = [
     "RULES",
-    "aligned_params",
     "balance_diagnostics",
     "blockdiag_invariants",
     "conserved_quantities",
     "depth_calibrated_rate",
     "effective_depth",
     "escape_time",
-    "format_table1",
     "half_max_time",
     "layer_mode_strengths",
     "map_strength",
@@ -57,6 +54,7 @@ __all__ = [
     "table1",
 ]
 
+
 #: Update rules understood by :func:`singular_mode_velocity`, with the equation of Huh (2020).
 RULES = {
     "sgd": "eq (5)",
@@ -67,6 +65,8 @@ RULES = {
     "sqrt_ngd_d": "eq (21)",
     "qngd_d": "footnote 4",
 }
+
+
 _Q_RULES = ("qngd", "qngd_d")
 
 
@@ -168,26 +168,6 @@ def table1(depths: Sequence[float] = (1, 2, math.inf), qs: Sequence[float] = (1,
         d = inf row 0, 1, 2.
     """
     return {d: {q: p_exponent(d, q) for q in qs} for d in depths}
-
-
-def _fmt_number(x: float) -> str:
-    if math.isinf(x):
-        return "inf"
-    fr = Fraction(x).limit_denominator(1000)
-    if abs(float(fr) - x) <= 1e-12 * max(1.0, abs(x)):
-        return str(fr.numerator) if fr.denominator == 1 else f"{fr.numerator}/{fr.denominator}"
-    return f"{x:.4g}"
-
-
-def format_table1(depths: Sequence[float] = (1, 2, math.inf), qs: Sequence[float] = (1, 2, math.inf)) -> str:
-    """Table 1 of Huh (2020) as a Markdown table (exact fractions where they are short)."""
-    tab = table1(depths, qs)
-    head = "| p | " + " | ".join(f"q = {_fmt_number(float(q))}" for q in qs) + " |"
-    sep = "|---|" + "---|" * len(qs)
-    rows = [
-        f"| d = {_fmt_number(float(d))} | " + " | ".join(_fmt_number(tab[d][q]) for q in qs) + " |" for d in depths
-    ]
-    return "\n".join([head, sep, *rows])
 
 
 # -------------------------------------------------------------- singular-mode dynamics
@@ -695,94 +675,6 @@ def balance_diagnostics(params) -> dict:
         c_norm.append(cn)
         rel.append(xp.where(den > 0, cn / xp.where(den > 0, den, xp.ones_like(den)), xp.zeros_like(den)))
     return {"c_norm": xp.stack(c_norm), "relative_imbalance": xp.stack(rel), "layer_norm": layer_norm}
-
-
-# ------------------------------------------------------------ singular modes of networks
-def _check_orthonormal_columns(xp, m, name):
-    r = m.shape[1]
-    if r == 0:
-        return
-    gram = xp.matmul(xp.matrix_transpose(m), m)
-    eye = xp.eye(r, dtype=m.dtype, device=backend.device_of(m))
-    tol = max(1e-6, 1000.0 * float(xp.finfo(m.dtype).eps))
-    err = float(xp.max(xp.abs(gram - eye)))
-    if not err <= tol:
-        raise ValueError(f"{name}: expected orthonormal columns (max |M^T M - I| <= {tol:g}), got {err:.3g}")
-
-
-def aligned_params(sigmas, u_out, v_in, widths: Sequence[int], seed=None, xp=None, dtype=None):
-    """Weights whose singular modes are aligned (Huh 2020 footnote 1; Saxe et al. 2013).
-
-    W_i = U_i diag(sigmas[i-1, :]) V_i^T with V_1 = ``v_in`` (the teacher's right singular
-    vectors), U_L = ``u_out`` (its left singular vectors) and V_{i+1} = U_i, so the map is
-    W_L ... W_1 = u_out diag(prod_i sigmas[i, :]) v_in^T and mode k is the chain network
-    with strengths sigmas[:, k]. The intermediate bases U_1..U_{L-1} (orthonormal columns,
-    shape (n_i, r)) are random from ``seed`` (one draw per layer, in order, with
-    :func:`arraycurv.backend.orthogonal`), or the first r columns of the identity when
-    ``seed`` is None.
-
-    Parameters
-    ----------
-    sigmas : array or nested list (L, r)
-        Per-layer strengths of r modes.
-    u_out : array (n_L, r), v_in : array (n_0, r)
-        Orthonormal columns.
-    widths : sequence of int
-        (n_0, ..., n_L); r <= min(widths).
-    seed : int, numpy Generator or None
-    xp, dtype
-        Namespace and dtype when none of sigmas / u_out / v_in is an array (defaults:
-        NumPy, float64); otherwise those of the arrays (``dtype`` converts).
-
-    Returns
-    -------
-    tuple of arrays
-        (W_1, ..., W_L), W_i of shape (n_i, n_{i-1}).
-    """
-    widths = _check_widths(widths)
-    arrays = {k: v for k, v in (("sigmas", sigmas), ("u_out", u_out), ("v_in", v_in)) if backend.is_array(v)}
-    if arrays:
-        xp = backend.namespace_of(**arrays)
-        first = next(iter(arrays.values()))
-        dev = backend.device_of(first)
-        dt = backend.float_dtype(xp, dtype) if dtype is not None else first.dtype
-    else:
-        xp = xp if xp is not None else backend.namespace_by_name("numpy")
-        dev = None
-        dt = backend.float_dtype(xp, dtype)
-
-    def as_array(v, name):
-        if backend.is_array(v):
-            backend.check_float(v, name, xp)
-            return v if v.dtype == dt else xp.astype(v, dt)
-        return backend.from_numpy(v, xp, dtype=dt, device=dev)
-
-    sigmas = as_array(sigmas, "sigmas")
-    u_out = as_array(u_out, "u_out")
-    v_in = as_array(v_in, "v_in")
-    if dev is None:
-        dev = backend.device_of(sigmas)
-    L = len(widths) - 1
-    check_ndim(sigmas, 2, "sigmas")
-    check_shape(sigmas, (L, None), "sigmas")
-    r = sigmas.shape[1]
-    if r > min(widths):
-        raise ValueError(f"sigmas: expected at most min(widths) = {min(widths)} modes (columns), got {r}")
-    check_shape(u_out, (widths[-1], r), "u_out")
-    check_shape(v_in, (widths[0], r), "v_in")
-    _check_orthonormal_columns(xp, u_out, "u_out")
-    _check_orthonormal_columns(xp, v_in, "v_in")
-    gen = backend.rng(seed) if seed is not None else None
-    bases = [v_in]
-    for i in range(1, L):
-        if gen is None:
-            bases.append(xp.eye(widths[i], r, dtype=dt, device=dev))
-        else:
-            bases.append(backend.orthogonal(gen, (widths[i], r), xp, dtype=dt, device=dev))
-    bases.append(u_out)
-    return tuple(
-        xp.matmul(bases[i + 1] * sigmas[i, :], xp.matrix_transpose(bases[i])) for i in range(L)
-    )
 
 
 def _check_widths(widths):

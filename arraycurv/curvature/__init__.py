@@ -1,0 +1,69 @@
+"""Curvature of the mean loss: gradient, Jacobian, GGN, Hessian, Fisher, Kronecker factors.
+
+* :mod:`.generic`: the curvature verbs and their defaults built from the model passes;
+* :mod:`.deep_linear`, :mod:`.sequential`: exact fast forms per model family;
+* :mod:`.fisher`: exact, Monte-Carlo and empirical Fisher;
+* :mod:`.kron`: Kronecker factors (K-FAC, Bernacchia et al. 2018 eq 22);
+* :mod:`.operators`: SciPy ``LinearOperator`` views (SciPy is imported on first use).
+"""
+
+from . import deep_linear, fisher, generic, kron, sequential
+from .deep_linear import fisher_kron_factors, map_jacobian, null_space_basis, null_space_direction
+from .fisher import (
+    fisher_empirical_matrix,
+    fisher_empirical_vp,
+    fisher_exact_matrix,
+    fisher_exact_vp,
+    fisher_mc_matrix,
+    fisher_mc_vp,
+    per_sample_grads,
+)
+from .generic import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
+from .kron import FISHER_KINDS, KFactors, kfac_block, kfac_factors
+
+_LAZY = {"operators", "FISHER_VARIANTS", "fisher_operator", "ggn_operator", "hessian_operator"}
+
+__all__ = [
+    "FISHER_KINDS",
+    "FISHER_VARIANTS",
+    "KFactors",
+    "deep_linear",
+    "fisher",
+    "fisher_empirical_matrix",
+    "fisher_empirical_vp",
+    "fisher_exact_matrix",
+    "fisher_exact_vp",
+    "fisher_kron_factors",
+    "fisher_mc_matrix",
+    "fisher_mc_vp",
+    "fisher_operator",
+    "generic",
+    "ggn_block_diag",
+    "ggn_blocks",
+    "ggn_matrix",
+    "ggn_operator",
+    "ggn_vp",
+    "hessian_matrix",
+    "hessian_operator",
+    "jacobian",
+    "kfac_block",
+    "kfac_factors",
+    "kron",
+    "map_jacobian",
+    "null_space_basis",
+    "null_space_direction",
+    "operators",
+    "per_sample_grads",
+    "sequential",
+    "value_and_grad",
+]
+
+
+def __getattr__(name):
+    # SciPy is imported only when a LinearOperator is asked for.
+    if name in _LAZY:
+        import importlib
+
+        ops = importlib.import_module(".operators", __name__)
+        return ops if name == "operators" else getattr(ops, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

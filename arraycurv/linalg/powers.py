@@ -1,0 +1,148 @@
+"""Linear algebra the curvature code needs (spec 1.3), written against the array API.
+
+* Spectral powers of symmetric positive semi-definite (PSD) matrices with an explicit
+  cut-off and damping: the Moore-Penrose pseudo-inverse of Hessian+ behind NGD
+  (Huh (2020) eq (9)) and its fractional powers behind q-NGD (the ``q``-th root of H+,
+  Huh (2020) Sec. 3, eq (12)), :func:`psd_power`; the general (non-square) pseudo-inverse power
+  by SVD (Bernacchia et al. (2018) eq (10) with pseudo-inverses, Supplementary eq (45)),
+  :func:`pinv_power`.
+* Kronecker algebra in the row-major (C-order) ``vec`` convention of the flat parameter
+  vector: :func:`kron`, :func:`kron_matvec`, :func:`kron_psd_power_apply`
+  ((A kron B)^p = A^p kron B^p, Bernacchia et al. (2018) eq (10)), :func:`kron_solve`.
+* Sylvester equations: A X + X B = C with two eigendecompositions, minimum-norm
+  least squares for singular systems (Huh (2020) S.I.1, eqs (S.I.9)-(S.I.10)),
+  :func:`solve_sylvester`; and sum_i A_i X B_i = C, :func:`solve_generalized_sylvester`.
+
+Conventions
+-----------
+``vec_r(X)`` is ``reshape(X, (-1,))`` (rows one after another, as in ``params.flatten``).
+Then ``kron(A, B) @ vec_r(X) == vec_r(A @ X @ B.T)`` and
+``vec_r(sum_i A_i X B_i) == (sum_i kron(A_i, B_i.T)) @ vec_r(X)``.
+
+Cut-offs: eigen/singular values ``<= rcond * (largest one)`` (per matrix of a batch) are
+treated as zero. ``rcond=None`` means ``N * eps(dtype)``, with ``N`` the larger side of
+the matrix the routine is equivalent to (``n`` for an (n, n) matrix, ``m * n`` for a
+Kronecker product or Kronecker sum acting on (m, n) matrices); this is the rank rule of
+``numpy.linalg.matrix_rank``. For matrices that are singular only up to rounding
+(e.g. ``L @ L.T`` with a thin ``L``) pass a larger ``rcond`` such as ``sqrt(eps)``.
+
+All routines take arrays of any array-API namespace, return results in the caller's
+namespace, dtype and device, and work over leading (batch) axes, which broadcast
+against each other as in ``matmul``. See ``docs/linalg.md``.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..validation import check_finite, check_matrix, check_square
+from ._common import _check_symmetric, _keep_above, _power_of_kept, _rcond, _real, _scale_columns, _sym
+
+__all__ = ['pinv_power', 'psd_power']
+
+
+# --------------------------------------------------------------------- matrix powers
+def psd_power(a, p, *, rcond=None, damping=0.0, check=True):
+    """Spectral power of a symmetric PSD matrix: ``(A + damping I)^p`` on its range.
+
+    With the eigendecomposition ``A + damping I = U diag(lam) U^T`` (``xp.linalg.eigh``),
+    returns ``U diag(f(lam)) U^T`` where ``f(lam) = lam**p`` for ``lam > rcond * max(lam)``
+    (per matrix of a batch) and ``f(lam) = 0`` for the others, including the tiny
+    negative eigenvalues rounding produces. Hence ``p = -1`` is the Moore-Penrose
+    pseudo-inverse ``A^+`` (Huh (2020) eq (9): NGD via the pseudo-inverse of Hessian+),
+    ``p < 0`` is ``(A^+)^|p|``, written ``A^{+p}`` (the fractional q-NGD of Huh (2020)
+    Sec. 3, eq (12), uses ``p = -1/q``), ``p = 1/2`` the PSD square root, and ``p = 0`` the
+    orthogonal projector onto the retained eigenspace.
+
+    Parameters
+    ----------
+    a : array, shape (..., n, n)
+        Symmetric positive semi-definite matrix or batch of them (float32/float64).
+        Only its symmetric part is used.
+    p : float
+        The power (any finite real number).
+    rcond : float, optional
+        Relative cut-off, ``>= 0``. Default ``n * eps(dtype)`` (``n`` the matrix size).
+    damping : float, optional
+        Levenberg-Marquardt damping ``>= 0`` added to every eigenvalue, i.e. the power of
+        ``A + damping I`` (Huh (2020) Sec. 6 uses ``1e-5`` for NGD). The cut-off applies
+        to the damped eigenvalues.
+    check : bool, optional
+        If False, skip the finite and symmetry checks (they need the data on the host);
+        shapes and scalars are always checked.
+
+    Returns
+    -------
+    array, shape (..., n, n)
+        In the namespace, dtype and device of ``a``.
+
+    Raises
+    ------
+    ValueError
+        ``a`` not square, not symmetric or not finite; ``damping`` or ``rcond`` negative.
+    """
+    xp = backend.namespace_of(a=a)
+    backend.check_float(a, "a", xp)
+    check_square(a, "a")
+    p = _real(p, "p")
+    damping = _real(damping, "damping", nonneg=True)
+    n = a.shape[-1]
+    rc = _rcond(rcond, n, a.dtype, xp)
+    if check:
+        check_finite(a, "a", xp)
+        _check_symmetric(a, "a", xp)
+    if n == 0:
+        return xp.zeros(a.shape, dtype=a.dtype, device=backend.device_of(a))
+    s = _sym(a, xp)
+    if damping != 0.0:
+        s = s + damping * xp.eye(n, dtype=a.dtype, device=backend.device_of(a))
+    w, u = xp.linalg.eigh(s)
+    f = _power_of_kept(w, _keep_above(w, rc, xp), p, xp)
+    return xp.matmul(_scale_columns(u, f, xp), xp.matrix_transpose(u))
+
+
+def pinv_power(a, p, *, rcond=None, damping=0.0):
+    """Power of the pseudo-inverse of a general matrix: ``V diag(s**(-p)) U^T``.
+
+    With the thin SVD ``A = U diag(s) V^T`` (``xp.linalg.svd(full_matrices=False)``),
+    singular values ``s <= rcond * max(s)`` (per matrix of a batch) are dropped and the
+    others map to ``(s + damping)**(-p)``. So ``p = 1`` is ``pinv(A)`` (Bernacchia et al.
+    (2018) eq (10) with Moore-Penrose pseudo-inverses, Supplementary eq (45)), ``p = 1/2``
+    a square root of it, ``p = 0`` the partial isometry ``V U^T`` of the range; for
+    symmetric PSD ``A``, ``pinv_power(A, p) == psd_power(A, -p)``.
+
+    Parameters
+    ----------
+    a : array, shape (..., m, n)
+        Any real matrix or batch of them.
+    p : float
+        The power of the pseudo-inverse.
+    rcond : float, optional
+        Relative cut-off on the (undamped) singular values, ``>= 0``. Default
+        ``max(m, n) * eps(dtype)``.
+    damping : float, optional
+        Added, ``>= 0``, to each *retained* singular value before the power. Unlike in
+        :func:`psd_power` (where the null space of ``A + damping I`` gets ``damping**p``),
+        dropped singular values stay dropped: the singular vectors of a zero singular value
+        of a general matrix are not unique, so giving them weight would make the result
+        depend on the SVD routine. For symmetric PSD ``A`` of full rank,
+        ``pinv_power(A, p, damping=d) == psd_power(A, -p, damping=d)``.
+
+    Returns
+    -------
+    array, shape (..., n, m)
+        In the namespace, dtype and device of ``a``.
+    """
+    xp = backend.namespace_of(a=a)
+    backend.check_float(a, "a", xp)
+    check_matrix(a, "a")
+    p = _real(p, "p")
+    damping = _real(damping, "damping", nonneg=True)
+    m, n = a.shape[-2], a.shape[-1]
+    rc = _rcond(rcond, max(m, n), a.dtype, xp)
+    check_finite(a, "a", xp)
+    if m == 0 or n == 0:
+        return xp.zeros(tuple(a.shape[:-2]) + (n, m), dtype=a.dtype, device=backend.device_of(a))
+    u, s, vh = xp.linalg.svd(a, full_matrices=False)
+    keep = _keep_above(s, rc, xp)
+    f = _power_of_kept(s + damping, keep, -p, xp)
+    return xp.matmul(_scale_columns(xp.matrix_transpose(vh), f, xp), xp.matrix_transpose(u))
