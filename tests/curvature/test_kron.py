@@ -29,7 +29,7 @@ from arraycurv import Sequential, backend, mlp
 from arraycurv.models.layers import Activation, Dense, MaxPool2d
 from arraycurv.models.sequential import layer_param_indices
 from tests.helpers import RTOL, assert_close, dtypes, seeds
-from tests.test_fisher import CE, MSE, cnn_models, make_case, mlp_models, npf, out_dim
+from tests.curvature.test_fisher import CE, MSE, cnn_models, make_case, mlp_models, npf, out_dim
 
 
 # ---------------------------------------------------------------- helpers

@@ -15,7 +15,7 @@ import arraycurv as ac
 from arraycurv import backend
 from arraycurv.models import sequential as networks
 from tests.helpers import RTOL, seeds
-from tests.test_fisher import CE, MSE, cases, cnn_models, deep_linear_models, make_case, mlp_models, npf
+from tests.curvature.test_fisher import CE, MSE, cases, cnn_models, deep_linear_models, make_case, mlp_models, npf
 
 
 def operators_and_matrices(model, params, x, y, loss, seed):

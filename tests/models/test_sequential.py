@@ -25,7 +25,7 @@ from arraycurv.models.sequential import (
 )
 from arraycurv.params import num_params
 from tests.helpers import assert_close, assert_like, assert_tree_close, cnn_models, dtypes, mlp_models, seeds
-from tests.test_layers import act_ref, conv_ref, near_kink, pool_ref
+from tests.models.test_layers import act_ref, conv_ref, near_kink, pool_ref
 
 FD64_RTOL = {"float64": 1e-6, "float32": 5e-4}
 H = 1e-5

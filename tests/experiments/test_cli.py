@@ -134,7 +134,7 @@ def test_entry_point_declared():
 
     import tomllib
 
-    meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    meta = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["arraycurv"] == "arraycurv.cli:main"
 
 
