@@ -20,6 +20,7 @@ from . import (
     params,
     results,
     rules,
+    sweeps,
     validation,
 )
 from .curvature import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
@@ -106,6 +107,7 @@ __all__ = [
     "sgd",
     "sqrt_ngd",
     "sqrt_ngd_d",
+    "sweeps",
     "train",
     "unflatten",
     "validation",

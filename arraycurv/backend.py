@@ -20,6 +20,7 @@ See ``docs/backend.md`` and spec section 1.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "check_all_finite",
     "check_float",
     "check_same_device",
     "device_of",
@@ -40,6 +42,7 @@ __all__ = [
     "namespace_by_name",
     "namespace_name",
     "namespace_of",
+    "namespace_of_pairs",
     "normal",
     "orthogonal",
     "rng",
@@ -53,9 +56,21 @@ __all__ = [
 BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
 
 
+_ARRAY_TYPES: set = set()
+
+
 def is_array(x: Any) -> bool:
-    """True for an array of any namespace supported by ``array_api_compat``."""
-    return array_api_compat.is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
+    """True for an array of any namespace supported by ``array_api_compat``.
+
+    Array types seen once are remembered, so the check is a set lookup afterwards.
+    """
+    t = type(x)
+    if t in _ARRAY_TYPES:
+        return True
+    ok = array_api_compat.is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
+    if ok:
+        _ARRAY_TYPES.add(t)
+    return ok
 
 
 def _leaves(name: str, value: Any):
@@ -126,6 +141,75 @@ def namespace_of(*args: Any, **named: Any):
     if not array_api_compat.is_numpy_namespace(xp):  # NumPy arrays all live on the CPU
         check_same_device(pairs)
     return xp
+
+
+_NAMESPACE_BY_TYPE: dict = {}
+
+
+def _namespace_of_type(arr):
+    t = type(arr)
+    xp = _NAMESPACE_BY_TYPE.get(t)
+    if xp is None:
+        xp = array_api_compat.array_namespace(arr)
+        _NAMESPACE_BY_TYPE[t] = xp
+    return xp
+
+
+def namespace_of_pairs(pairs):
+    """Namespace shared by ``(name, array)`` pairs, checking namespaces and devices.
+
+    The fast core of :func:`namespace_of` for callers that already hold named arrays
+    (:func:`arraycurv.validation.check_call`): the namespace is looked up once per array
+    type. Raises ``TypeError`` naming a pair that is not an array or whose namespace
+    differs from the first, and ``ValueError`` for a device mismatch.
+    """
+    if not pairs:
+        raise TypeError("arrays: expected at least one array argument, got none")
+    first_name, first = pairs[0]
+    if not is_array(first):
+        raise TypeError(f"{first_name}: expected an array, got {type(first).__name__}")
+    xp = _namespace_of_type(first)
+    first_type = type(first)
+    for name, arr in pairs:
+        if type(arr) is not first_type:
+            if not is_array(arr):
+                raise TypeError(f"{name}: expected an array, got {type(arr).__name__}")
+            other = _namespace_of_type(arr)
+            if other is not xp:
+                raise TypeError(
+                    f"{name}: expected an array of namespace {namespace_name(xp)!r} "
+                    f"(like {first_name}), got one of namespace {namespace_name(other)!r}"
+                )
+    if first_type is not np.ndarray:  # NumPy arrays all live on the CPU
+        check_same_device(pairs)
+    return xp
+
+
+def check_all_finite(xp, pairs) -> None:
+    """Raise ``ValueError`` naming the first of the ``(name, array)`` pairs that holds NaN
+    or Inf. All arrays share one floating dtype (checked before).
+
+    One fused reduction and one host synchronization: the sum of all entries is finite
+    only if every entry is (an overflow of the sum falls back to the exact per-array
+    check). NumPy arrays take a direct NumPy path (this module is the one that may).
+    """
+    if not pairs:
+        return
+    arrays = [a for _, a in pairs]
+    with np.errstate(all="ignore"):  # NaN/Inf in the sum is the answer, not a warning
+        if type(arrays[0]) is np.ndarray and all(type(a) is np.ndarray for a in arrays):
+            flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
+            if math.isfinite(np.add.reduce(flat, None)):
+                return
+        else:
+            flats = [xp.reshape(a, (-1,)) for a in arrays]
+            flat = xp.concat(flats) if len(flats) > 1 else flats[0]
+            if math.isfinite(float(xp.sum(flat))):
+                return
+    for name, a in pairs:
+        if not bool(xp.all(xp.isfinite(a))):
+            n_bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
+            raise ValueError(f"{name}: expected finite values, got {n_bad} NaN/Inf entries in shape {tuple(a.shape)}")
 
 
 def device_of(x: Any):

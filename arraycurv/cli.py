@@ -1,12 +1,22 @@
-"""Command line of the reproductions: ``arraycurv [experiment] [options]`` or
+"""Command line of the experiments: ``arraycurv [experiment] [options]`` or
 ``python -m arraycurv [experiment] [options]``.
 
-Experiments (Huh 2020, see docs/experiments.md):
+The subcommands and their options are generated from the experiment registry
+(:mod:`arraycurv.experiments.registry`): one subcommand per registered experiment, one
+option per field of its config (type, default and help from the field's metadata), so
+adding an experiment needs no edit here. Built in (Huh 2020, see docs/experiments.md):
 
 * ``teacher-student`` (the default): Sec. 6, Figs 4 and 5;
 * ``theory``: Figs 1, 2, 3 and Table 1;
 * ``relu-digits``: S.I.3 (Fig S.I.2) on scikit-learn's digits;
-* ``all``: the three above, each into its own folder.
+* ``all``: every registered experiment with its defaults, each into its own folder;
+* ``sweep EXPERIMENT``: seeds x a grid of config fields (:mod:`arraycurv.sweeps`), on
+  serial, process or Dask executors, resumable, with the aggregate table over seeds.
+
+``--seeds`` runs an experiment over several seeds (default: the experiment's
+``default_seeds``, 5 for the teacher-student) and reports their spread. BLAS threads are
+limited with threadpoolctl (``--threads``, default 1), exactly as
+:func:`arraycurv.experiments.run_experiment` does from Python.
 
 An unavailable ``--backend`` (e.g. ``cupy`` without a GPU) prints one line and exits
 with status 2, like every other usage error.
@@ -19,15 +29,41 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import backend
-
-__all__ = ['DEFAULT_EXPERIMENT', 'EXPERIMENTS', 'build_parser', 'main']
-
-
-EXPERIMENTS = ("teacher-student", "theory", "relu-digits", "all")
+__all__ = ["ALL", "DEFAULT_EXPERIMENT", "SWEEP", "add_config_options", "build_parser", "command_names",
+           "config_from_args", "main"]
 
 
 DEFAULT_EXPERIMENT = "teacher-student"
+
+
+#: The subcommand that runs every registered experiment.
+ALL = "all"
+
+
+#: The subcommand that sweeps an experiment (``arraycurv sweep EXPERIMENT ...``).
+SWEEP = "sweep"
+
+
+#: Options of the command line itself (not config fields); a config may not use these names.
+_RUN_OPTIONS = ("out", "quiet", "no_plots", "threads", "experiment", "seeds", "grid", "executor", "workers",
+                "scheduler", "sweep_experiment")
+
+
+def command_names() -> tuple[str, ...]:
+    """The subcommands: every registered experiment, then ``all`` and ``sweep``."""
+    from .experiments import EXPERIMENTS
+
+    return (*EXPERIMENTS, ALL, SWEEP)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds N`` (offsets 0..N-1) or ``A:B`` (offsets A..B-1)."""
+    from .sweeps.grid import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -42,129 +78,88 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _run_options(group, experiment: str) -> None:
+    default_out = "results" if experiment == ALL else os.path.join("results", experiment)
+    group.add_argument("--out", metavar="DIR", default=default_out,
+                       help="output folder for figures, summary.json and arrays"
+                            + (" (one sub-folder per experiment)" if experiment == ALL else ""))
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+def _run_flags(group, default_seeds: int | None = None) -> None:
+    from .experiments.registry import positive_int
+
+    if default_seeds is not None:
+        group.add_argument("--seeds", type=_seeds, default=tuple(range(default_seeds)), metavar="N|A:B",
+                           help=f"run seeds SEED, SEED+1, ..., SEED+N-1 (or offsets A..B-1 from --seed) and report "
+                                f"their spread (default: {default_seeds})")
+    group.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
+    group.add_argument("--no-plots", action="store_true",
+                       help="skip the PNG figures (summary.json and arrays are still written; no matplotlib needed)")
+    group.add_argument("--threads", type=positive_int, default=1,
+                       help="BLAS threads (via threadpoolctl when installed); the matrices here are at most a few "
+                            "hundred wide, where more threads mostly add overhead")
 
 
-def _positive_float(text: str) -> float:
-    v = _nonneg_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
+def _add_option(group, spec: dict) -> None:
+    """One argparse option from a :func:`~arraycurv.experiments.registry.config_options` entry."""
+    name, default = spec["name"], spec["default"]
+    if name in _RUN_OPTIONS:
+        raise ValueError(f"config field {name!r}: expected a name other than the command line's {_RUN_OPTIONS}")
+    kw = {"dest": name, "help": spec["help"]}
+    if spec["flag"]:
+        kw.update(action=argparse.BooleanOptionalAction, default=default)
+    elif spec["repeat"]:
+        shown = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in default)
+        kw.update(action="append", default=[], type=spec["parse"],
+                  help=spec["help"] + (f" (defaults: {shown})" if shown else ""))
+    else:
+        kw.update(default=default, type=spec["parse"])
+    if spec["choices"] is not None:
+        kw["choices"] = spec["choices"]
+    if spec["metavar"] is not None:
+        kw["metavar"] = spec["metavar"]
+    group.add_argument(spec["option"], **kw)
 
 
-def _name_list(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of names, got {text!r}")
-    return names
+def add_config_options(parser: argparse.ArgumentParser, config_type: type, *, common=None, title=None) -> None:
+    """Add one option per field of ``config_type`` to ``parser``: the fields of
+    :data:`~arraycurv.experiments.registry.COMMON_FIELDS` into the group ``common`` (if
+    given), the others into a new group called ``title``."""
+    from .experiments.registry import config_options
+
+    own = parser.add_argument_group(title) if title else parser
+    for spec in config_options(config_type):
+        _add_option(common if (spec["common"] and common is not None) else own, spec)
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}")
-    return vals
+def config_from_args(config_type: type, args: argparse.Namespace):
+    """The ``config_type`` instance of parsed options (repeatable ``(name, value)``
+    options update the field's default pairs); :class:`UsageError` if it is invalid."""
+    from .experiments.registry import config_options
+
+    values = {}
+    for spec in config_options(config_type):
+        value = getattr(args, spec["name"])
+        if spec["repeat"]:
+            merged = dict(spec["default"])
+            merged.update(dict(value))
+            value = tuple(merged.items())
+        values[spec["name"]] = value
+    return config_type(**values)
 
 
-def _lr_override(text: str) -> tuple[str, float]:
-    name, sep, val = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected RULE=LR (e.g. sgd=0.01), got {text!r}")
-    return name.strip(), _positive_float(val)
-
-
-def _common(parser: argparse.ArgumentParser, experiment: str) -> None:
-    g = parser.add_argument_group("common options")
-    default_out = "results" if experiment == "all" else os.path.join("results", experiment)
-    g.add_argument("--out", metavar="DIR", default=default_out,
-                   help="output folder for figures, summary.json and arrays"
-                        + (" (one sub-folder per experiment)" if experiment == "all" else ""))
-    g.add_argument("--seed", type=int, default=0, help="random seed (data and initial weights)")
-    g.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="floating-point precision")
-    g.add_argument("--backend", choices=backend.BACKENDS, default="numpy",
-                   help="array namespace the computation runs in (cupy = GPU)")
-    g.add_argument("--quiet", action="store_true", help="no progress lines and no summary table")
-    g.add_argument("--no-plots", action="store_true",
-                   help="skip the PNG figures (summary.json and arrays are still written; no matplotlib needed)")
-    g.add_argument("--threads", type=_positive_int, default=1,
-                   help="BLAS threads (via threadpoolctl when installed); the matrices here are at most a few "
-                        "hundred wide, where more threads mostly add overhead")
-
-
-def _teacher_student_options(parser: argparse.ArgumentParser) -> None:
-    from .experiments.huh_teacher_student import DEFAULT_RULES, TeacherStudentConfig
-
-    d = TeacherStudentConfig()
-    g = parser.add_argument_group("teacher-student options (Huh Sec. 6)")
-    g.add_argument("--rules", type=_name_list, default=DEFAULT_RULES, metavar="LIST",
-                   help="comma-separated update rules among sgd, ngd, sqrt_ngd, ngd_d, sqrt_ngd_d, adam")
-    g.add_argument("--q", type=_float_list, default=(), metavar="Q[,Q...]",
-                   help="add fractional q-NGD rule(s) (G^+)^(1/q) for these q >= 1 (q=1 NGD, q=2 sqrt-NGD)")
-    g.add_argument("--depth", type=_positive_int, default=d.depth, help="number of weight matrices d of the student")
-    g.add_argument("--width", type=_positive_int, default=d.width,
-                   help="width N of every layer (input, hidden, output)")
-    g.add_argument("--rank", type=_positive_int, default=d.rank, help="rank of the teacher map")
-    g.add_argument("--steps", type=_positive_int, default=d.steps, help="training iterations per rule")
-    g.add_argument("--lr", type=_positive_float, default=d.eta_bar, metavar="ETA_BAR",
-                   help="depth-calibrated learning rate eta_bar = eta d^(1-1/q) (Huh eq 17): rule with power 1/q "
-                        "uses eta = eta_bar / d^(1-1/q), so every rule's map dynamics run on one time scale")
-    g.add_argument("--lr-rule", type=_lr_override, action="append", default=[], metavar="RULE=LR",
-                   help="override the raw learning rate eta of one rule (repeatable)")
-    g.add_argument("--noise", type=_nonneg_float, default=d.noise, help="standard deviation of the output noise")
-    g.add_argument("--init-scale", type=_positive_float, default=d.init_scale,
-                   help="standard deviation of the small random initial weights")
-    g.add_argument("--damping", type=_nonneg_float, default=d.damping,
-                   help="Levenberg-Marquardt damping epsilon of NGD and NGD-d (Huh Sec. 6)")
-    g.add_argument("--clip", type=_nonneg_float, default=d.clip,
-                   help="update-speed clipping of NGD and NGD-d: the update norm is capped at CLIP (0 = off)")
-    g.add_argument("--record-every", type=_positive_int, default=d.record_every,
-                   help="record losses, modes and weights every this many iterations")
-    g.add_argument("--tol", type=_nonneg_float, default=d.tol,
-                   help="stop a rule once its map changes by less than TOL (relative) in one iteration; 0 = never")
-    g.add_argument("--num-test", type=_positive_int, default=d.num_test, help="number of test samples")
-
-
-def _relu_digits_options(parser: argparse.ArgumentParser) -> None:
-    from .experiments.huh_relu_digits import DigitsConfig
-
-    d = DigitsConfig()
-    g = parser.add_argument_group("relu-digits options (Huh S.I.3 on scikit-learn digits)")
-    g.add_argument("--rules", type=_name_list, default=d.rules, metavar="LIST",
-                   help="comma-separated rules among sgd, ngd_d, sqrt_ngd_d")
-    g.add_argument("--gains", type=_float_list, default=d.gains, metavar="G[,G...]",
-                   help="gains of the orthogonal initial weights (Huh S.I.3: 1 down to 1e-6)")
-    g.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")), default=d.sizes,
-                   metavar="N0,...,NL", help="layer sizes, input 64 and output 10 for digits")
-    g.add_argument("--steps", type=_positive_int, default=d.steps, help="training iterations per (rule, gain)")
-    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="minibatch size")
-    g.add_argument("--lr-rule", type=_lr_override, action="append", default=[], metavar="RULE=LR",
-                   help="override the learning rate of one rule (repeatable)")
-    g.add_argument("--record-every", type=_positive_int, default=d.record_every,
-                   help="record the loss every this many iterations")
+def _subparser(sub, name: str, help_text: str):
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+    common = p.add_argument_group("common options")
+    _run_options(common, name)
+    return p, common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of ``arraycurv`` (subcommands teacher-student, theory, relu-digits, all)."""
+    """The argparse parser of ``arraycurv``: one subcommand per registered experiment
+    (options from its config fields, :func:`add_config_options`) and ``all``."""
+    from .experiments import EXPERIMENTS, ExperimentConfig
+
     parser = argparse.ArgumentParser(
         prog="arraycurv",
         formatter_class=_Formatter,
@@ -180,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  arraycurv theory --out results/theory      # Figs 1-3, Table 1\n"
             "  arraycurv relu-digits --gains 1,1e-4       # S.I.3 on digits\n"
             "  arraycurv teacher-student --backend cupy   # on the GPU\n"
+            "  arraycurv sweep teacher-student --seeds 8 --grid lr=0.1,0.2 --workers 2 --out results/sw\n"
             "  python -m arraycurv all --out results      # everything"
         ),
     )
@@ -187,20 +183,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"arraycurv {__version__}")
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
-    helps = {
-        "teacher-student": "Huh Sec. 6: deep linear teacher-student, Figs 4 and 5 (default)",
-        "theory": "Huh Figs 1-3 (singular-mode vector fields, map curves) and Table 1",
-        "relu-digits": "Huh S.I.3: 5-layer ReLU net from tiny orthogonal init on digits",
-        "all": "run theory, teacher-student and relu-digits with their defaults",
-    }
-    for name in EXPERIMENTS:
-        p = sub.add_parser(name, help=helps[name], description=helps[name], formatter_class=_Formatter)
-        _common(p, name)
-        if name == "teacher-student":
-            _teacher_student_options(p)
-        elif name == "relu-digits":
-            _relu_digits_options(p)
+    for name, exp in EXPERIMENTS.items():
+        p, common = _subparser(sub, name, exp.help)
+        add_config_options(p, exp.config_type, common=common, title=f"{name} options ({exp.paper})")
+        _run_flags(common, exp.default_seeds)
+    p, common = _subparser(sub, ALL, f"run {', '.join(EXPERIMENTS)} with their defaults")
+    add_config_options(p, ExperimentConfig, common=common)
+    _run_flags(common)
+    _sweep_parser(sub, EXPERIMENTS)
     return parser
+
+
+def _sweep_parser(sub, experiments) -> None:
+    """``arraycurv sweep EXPERIMENT [config options] --seeds --grid --executor --workers --scheduler --out``."""
+    from .experiments.registry import positive_int
+
+    sp = sub.add_parser(SWEEP, help="sweep an experiment over seeds x a grid of its config fields (Dask, resumable)",
+                        description="Run EXPERIMENT over --seeds x --grid: one cell per (grid point, seed), each "
+                                    "recorded atomically under --out/cells (a rerun skips finished cells; a second "
+                                    "sweep into the folder refuses), then print the table over seeds "
+                                    "(mean ± sd [95% CI] (n)).", formatter_class=_Formatter)
+    ssub = sp.add_subparsers(dest="sweep_experiment", metavar="EXPERIMENT", required=True)
+    for name, exp in experiments.items():
+        p = ssub.add_parser(name, help=exp.help, formatter_class=_Formatter,
+                            description=f"sweep {name} ({exp.paper}); the config options set the base of every "
+                                        "cell, --grid the fields that vary")
+        g = p.add_argument_group("sweep options")
+        g.add_argument("--out", metavar="DIR", default=os.path.join("results", "sweeps", name),
+                       help="sweep folder (sweep.json, cells/, summary.json, table.txt, bands_*.png)")
+        g.add_argument("--seeds", type=_seeds, default=tuple(range(max(2, exp.default_seeds))), metavar="N|A:B",
+                       help="replicates 0..N-1 or A..B-1; replicate r runs with seed SeedSequence(--seed).spawn()[r] "
+                            f"(default: {max(2, exp.default_seeds)})")
+        g.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=V1,V2",
+                       help="config fields and their values (field or option name; list entries joined by +)")
+        g.add_argument("--executor", choices=("serial", "processes", "dask"), default=None,
+                       help="where cells run (default: dask with --workers/--scheduler, else serial)")
+        g.add_argument("--workers", type=positive_int, default=None, help="local workers (Dask LocalCluster or pool)")
+        g.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="address of a running Dask scheduler (dask-jobqueue, dask-kubernetes, ...)")
+        g.add_argument("--threads", type=positive_int, default=None,
+                       help="BLAS threads per cell (default 1 serially, cores // workers in parallel)")
+        g.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+        g.add_argument("--no-plots", action="store_true", help="skip the band figures")
+        add_config_options(p, exp.config_type, title=f"{name} options: the base config ({exp.paper})")
 
 
 def _normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -208,7 +233,7 @@ def _normalize_argv(argv: Sequence[str]) -> list[str]:
     argv = list(argv)
     if not argv:
         return [DEFAULT_EXPERIMENT]
-    if argv[0] in EXPERIMENTS or argv[0] in ("-h", "--help", "--version"):
+    if argv[0] in command_names() or argv[0] in ("-h", "--help", "--version"):
         return argv
     return [DEFAULT_EXPERIMENT] + argv
 
@@ -218,6 +243,7 @@ def _one_line(msg: str) -> str:
 
 
 def _resolve_namespace(name: str):
+    from . import backend
     from .experiments import UsageError
 
     try:
@@ -226,51 +252,57 @@ def _resolve_namespace(name: str):
         raise UsageError(str(exc)) from exc
 
 
-def _blas_threads(n: int):
-    """Context limiting BLAS threads to ``n`` (threadpoolctl; a no-op without it)."""
-    import contextlib
+def _sweep(args) -> int:
+    from .experiments import get_experiment
+    from .sweeps.command import sweep_experiment
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
+    exp = get_experiment(args.sweep_experiment)
+    base = config_from_args(exp.config_type, args)
+    summary = sweep_experiment(exp.name, base, args.grid, args.seeds, args.out, executor=args.executor,
+                               workers=args.workers, scheduler=args.scheduler, threads=args.threads,
+                               progress=not args.quiet, plots=not args.no_plots)
+    return 1 if summary["failed"] else 0
 
 
 def _run(args) -> int:
-    xp = _resolve_namespace(args.backend)
-    with _blas_threads(args.threads):
-        return _run_experiments(args, xp)
+    from .experiments import get_experiment, run_experiment
 
+    if args.experiment == SWEEP:
+        return _sweep(args)
 
-def _run_experiments(args, xp) -> int:
-    from .experiments import huh_relu_digits as relu_digits
-    from .experiments import huh_teacher_student as teacher_student
-    from .experiments import huh_theory as theory_figures
-
-    progress = not args.quiet
-    plots = not args.no_plots
-    todo = ("theory", "teacher-student", "relu-digits") if args.experiment == "all" else (args.experiment,)
-    for name in todo:
-        out = os.path.join(args.out, name) if args.experiment == "all" else args.out
-        if name == "theory":
-            theory_figures.run(out, xp=xp, dtype=args.dtype, seed=args.seed, progress=progress, plots=plots)
-        elif name == "teacher-student":
-            cfg = (teacher_student.config_from_args(args) if args.experiment != "all"
-                   else teacher_student.TeacherStudentConfig(seed=args.seed, dtype=args.dtype))
-            teacher_student.run(cfg, out, xp=xp, progress=progress, plots=plots)
+    names = tuple(n for n in command_names() if n not in (ALL, SWEEP)) if args.experiment == ALL else (
+        args.experiment,)
+    jobs = []
+    for name in names:  # every config is built (and validated) before any work starts
+        exp = get_experiment(name)
+        if args.experiment == ALL:
+            config = _common_config(exp.config_type, args)
+            out = os.path.join(args.out, name)
         else:
-            cfg = (relu_digits.config_from_args(args) if args.experiment != "all"
-                   else relu_digits.DigitsConfig(seed=args.seed, dtype=args.dtype))
-            relu_digits.run(cfg, out, xp=xp, progress=progress, plots=plots)
+            config = config_from_args(exp.config_type, args)
+            out = args.out
+        seeds = getattr(args, "seeds", None) or tuple(range(exp.default_seeds))
+        jobs.append((exp, config, out, _resolve_namespace(config.backend), seeds))
+    for exp, config, out, xp, seeds in jobs:
+        run_experiment(exp, config, out, xp=xp, progress=not args.quiet, plots=not args.no_plots, seeds=seeds,
+                       threads=args.threads)
     return 0
+
+
+def _common_config(config_type: type, args):
+    """The default config of an experiment with the common options of ``all``."""
+    from .experiments.registry import COMMON_FIELDS
+
+    return config_type(**{k: getattr(args, k) for k in COMMON_FIELDS})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``arraycurv`` / ``python -m arraycurv``; returns the exit status.
 
-    Exit status 0 on success, 2 on a usage error (bad option, unavailable backend,
-    missing optional package), 130 when interrupted (results of finished rules are kept).
+    Exit status 0 on success, 1 when cells of a sweep failed, 2 on a usage error (bad
+    option or grid value, unavailable backend, missing optional package, an output folder
+    another sweep holds), 130 when interrupted (results of finished rules and cells are
+    kept).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

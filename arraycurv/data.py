@@ -23,7 +23,7 @@ from typing import Any
 
 from . import backend
 from .dynamics.theory import _check_widths
-from .validation import check_ndim, check_shape
+from .validation import check_int, check_ndim, check_real, check_shape
 
 __all__ = [
     "BERNACCHIA_FIG1_WIDTHS",
@@ -73,22 +73,6 @@ class TeacherStudentData:
     info: dict
 
 
-def _int(value, name, lo):
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name}: expected an integer >= {lo}, got {value!r}")
-    return value
-
-
-def _nonneg(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return v
-
-
 def _target(xp, dtype, device):
     xp = xp if xp is not None else backend.namespace_by_name("numpy")
     return xp, backend.float_dtype(xp, dtype), device
@@ -109,7 +93,7 @@ def input_covariance_spectrum(n0: int, xp=None, dtype=None, device=None):
     array (n0,)
         In namespace ``xp`` (NumPy by default), ``dtype`` (float64 by default) and ``device``.
     """
-    n0 = _int(n0, "n0", 1)
+    n0 = check_int(n0, "n0", lo=1)
     xp, dt, device = _target(xp, dtype, device)
     return backend.from_numpy([math.exp(-5.0 * i / n0) for i in range(n0)], xp, dtype=dt, device=device)
 
@@ -166,18 +150,18 @@ def huh_teacher_student(
         the training set (Huh eq 1; its singular values are Fig. 4A), and the scalars
         ``noise_std``, ``rank``, ``seed``.
     """
-    n = _int(n, "n", 1)
-    rank = _int(rank, "rank", 1)
+    n = check_int(n, "n", lo=1)
+    rank = check_int(rank, "rank", lo=1)
     if rank > n:
         raise ValueError(f"rank: expected an integer <= n = {n}, got {rank}")
     num_train = n if num_train is None else num_train
-    num_train = _int(num_train, "num_train", 1)
+    num_train = check_int(num_train, "num_train", lo=1)
     if num_train < n:
         raise ValueError(
             f"num_train: expected P >= n = {n} (exact whitening X^T X / P = I needs P >= n), got {num_train}"
         )
-    num_test = _int(num_test, "num_test", 0)
-    noise_std = _nonneg(noise_std, "noise_std")
+    num_test = check_int(num_test, "num_test", lo=0)
+    noise_std = check_real(noise_std, "noise_std", lo=0, want="a finite number >= 0")
     if teacher_singular_values is None:
         s = [_HUH_TOP * 2.0**-k for k in range(rank)]
     else:
@@ -268,9 +252,9 @@ def bernacchia_teacher_student(
         if isinstance(w, bool) or not isinstance(w, int) or w < 1:
             raise ValueError(f"widths: expected positive ints, got {widths!r}")
     widths = tuple(widths)
-    num_train = _int(num_train, "num_train", 1)
-    num_test = _int(num_test, "num_test", 0)
-    noise_var = _nonneg(noise_var, "noise_var")
+    num_train = check_int(num_train, "num_train", lo=1)
+    num_test = check_int(num_test, "num_test", lo=0)
+    noise_var = check_real(noise_var, "noise_var", lo=0, want="a finite number >= 0")
     xp_out, dt, device = _target(xp, dtype, device)
     g = backend.rng(seed)
     h = backend.namespace_by_name("numpy")
@@ -361,7 +345,7 @@ def load_digits(*, test_fraction: float = 0.25, seed=0, xp=None, dtype=None, dev
     ImportError
         If scikit-learn is not installed (``pip install 'arraycurv[data]'``).
     """
-    tf = _nonneg(test_fraction, "test_fraction")
+    tf = check_real(test_fraction, "test_fraction", lo=0, want="a finite number >= 0")
     if not 0.0 < tf < 1.0:
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
     try:

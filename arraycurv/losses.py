@@ -16,11 +16,12 @@ import functools
 from dataclasses import dataclass
 
 from . import backend
-from .validation import check_ndim, check_shape
+from .validation import ArgumentTypeError, check_ndim, check_shape
 
 __all__ = [
     "MSE",
     "SoftmaxCrossEntropy",
+    "check_target_shape",
     "check_targets",
     "loss_grad",
     "loss_hessian",
@@ -47,6 +48,24 @@ def _unknown(fn_name, loss):
 
 
 @functools.singledispatch
+def check_target_shape(loss, targets, out_shape, name: str = "targets") -> bool:
+    """Raise a clear error naming ``name`` unless ``targets`` fit outputs of shape
+    ``out_shape`` = (B, k) for this loss, before any output is computed.
+
+    Returns True when the targets are real floating values (to be checked for dtype and
+    finiteness like the inputs, e.g. MSE targets) and False for integer class labels
+    (checked here: dtype and range). Used by :func:`arraycurv.validation.check_call`.
+    """
+    _unknown("check_target_shape", loss)
+
+
+@check_target_shape.register
+def _(loss: MSE, targets, out_shape, name: str = "targets") -> bool:
+    check_shape(targets, tuple(out_shape), name)
+    return True
+
+
+@functools.singledispatch
 def check_targets(loss, outputs, targets) -> None:
     """Raise a clear error if ``targets`` do not fit ``outputs`` for this loss."""
     _unknown("check_targets", loss)
@@ -55,7 +74,7 @@ def check_targets(loss, outputs, targets) -> None:
 @check_targets.register
 def _(loss: MSE, outputs, targets) -> None:
     check_ndim(outputs, 2, "outputs")
-    check_shape(targets, tuple(outputs.shape), "targets")
+    check_target_shape(loss, targets, tuple(outputs.shape), "targets")
 
 
 @functools.singledispatch
@@ -143,16 +162,28 @@ def _(loss: MSE, outputs, seed, num_samples: int = 1):
 # ------------------------------------------------------------ softmax cross-entropy
 def _ce_check_targets(outputs, targets, xp):
     check_ndim(outputs, 2, "outputs")
-    b, k = outputs.shape
-    if not hasattr(targets, "shape") or tuple(targets.shape) != (b,):
-        got = tuple(targets.shape) if hasattr(targets, "shape") else type(targets).__name__
-        raise ValueError(f"targets: expected integer labels of shape ({b},), got shape {got}")
+    _ce_check_labels(targets, tuple(outputs.shape), "targets", xp)
+
+
+def _ce_check_labels(targets, out_shape, name, xp=None):
+    b, k = out_shape
+    if not hasattr(targets, "shape") or not backend.is_array(targets):
+        raise ArgumentTypeError(f"{name}: expected integer labels of shape ({b},), got {type(targets).__name__}")
+    if tuple(targets.shape) != (b,):
+        raise ValueError(f"{name}: expected integer labels of shape ({b},), got shape {tuple(targets.shape)}")
+    xp = xp or backend.namespace_of(**{name: targets})
     if not xp.isdtype(targets.dtype, "integral"):
-        raise TypeError(f"targets: expected an integer dtype (class labels), got {targets.dtype}")
+        raise TypeError(f"{name}: expected an integer dtype (class labels), got {targets.dtype}")
     if b and (int(xp.min(targets)) < 0 or int(xp.max(targets)) >= k):
         raise ValueError(
-            f"targets: expected labels in [0, {k}), got values in [{int(xp.min(targets))}, {int(xp.max(targets))}]"
+            f"{name}: expected labels in [0, {k}), got values in [{int(xp.min(targets))}, {int(xp.max(targets))}]"
         )
+
+
+@check_target_shape.register
+def _(loss: SoftmaxCrossEntropy, targets, out_shape, name: str = "targets") -> bool:
+    _ce_check_labels(targets, tuple(out_shape), name)
+    return False
 
 
 def _onehot(xp, targets, k, like):

@@ -1,20 +1,15 @@
-"""The backend layer: everything the array API standard does not provide.
+"""Result files of the reproductions: atomic writes of JSON summaries, NPZ arrays, text
+and figures, and an aligned text table for the console.
 
-This is the only module of :mod:`arraycurv` that imports NumPy directly. It gives
+Every file is written to a temporary file in the destination directory and then moved
+over the destination with :func:`os.replace`, which is atomic on POSIX and Windows: a
+reader (or a rerun after an interruption) sees either the old complete file or the new
+complete file, never a half-written one. A failure while writing removes the temporary
+file and leaves any previous file untouched.
 
-* the namespace (and device) of the inputs through ``array_api_compat``, with a clear
-  error when inputs mix namespaces or devices (:func:`namespace_of`, :func:`device_of`);
-* the dtype policy: float64 by default, float32 supported (:func:`float_dtype`,
-  :func:`check_float`);
-* seeded random numbers that give the same values on every namespace for the same seed
-  (:func:`rng`, :func:`normal`, :func:`uniform`, :func:`integers`, :func:`orthogonal`):
-  they are drawn with NumPy's PCG64 generator in float64 and then moved to the
-  requested namespace, dtype and device;
-* conversion to NumPy for plotting and saving (:func:`to_numpy`) and from NumPy into a
-  namespace (:func:`from_numpy`), device moves (:func:`to_device`), and the lookup of a
-  namespace by name (:func:`namespace_by_name`) for command lines.
-
-See ``docs/backend.md`` and spec section 1.
+This is an *output* module: it takes NumPy arrays (or arrays of any namespace, converted
+with :func:`arraycurv.backend.to_numpy`) and plain Python data. The experiment logic stays
+array-agnostic.
 """
 
 from __future__ import annotations

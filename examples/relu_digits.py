@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
 from arraycurv.experiments import huh_relu_digits as relu_digits
 
-config = relu_digits.DigitsConfig(
+config = relu_digits.Config(  # = DigitsConfig, validated when built
     gains=(1.0, 1e-2, 1e-4, 1e-6),
     sizes=(64, 64, 48, 32, 10),
     steps=200,

@@ -5,14 +5,15 @@ Run:  python examples/teacher_student.py            (about 1-2 minutes on 2 CPU 
 Same: arraycurv teacher-student --out results/teacher-student
 
 Writes fig4.png, fig5.png, summary.json and history.npz, then prints what the paper
-claims and whether this run shows it.
+claims and whether this run shows it. ``run`` is ``run_one(config)`` (pure: it returns
+the record and writes nothing) followed by ``report([record], out_dir)``.
 """
 
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 
 from arraycurv.experiments import huh_teacher_student as teacher_student
 
-config = teacher_student.TeacherStudentConfig(
+config = teacher_student.Config(  # = TeacherStudentConfig, validated when built
     depth=4,  # weight matrices of the student
     width=16,  # N: input = hidden = output width
     rank=3,  # rank of the teacher map

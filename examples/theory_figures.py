@@ -18,5 +18,6 @@ print(format_table1(depths=(1, 2, 4, math.inf)))
 path = theory_figures.trajectory("sqrt_ngd", (0.15, 0.3), xp=np)
 print("sqrt-NGD path ends at", path["end"], "; sigma_1^2 - sigma_2^2 drifted by", path["invariant_drift"])
 
-# Figs 1, 2, 3, table1.txt, summary.json
-theory_figures.run("results/theory")
+# Figs 1, 2, 3, table1.txt, summary.json: run_one (pure, returns the record) then report (writes the files)
+config = theory_figures.Config(trajectory_start=(0.15, 0.3))
+theory_figures.run(config, "results/theory")

@@ -216,4 +216,5 @@ def test_bernacchia_argument_errors(args, kwargs, match):
 
 
 def test_exports():
-    assert ac.data.huh_teacher_student is huh_teacher_student and ac.data.bernacchia_teacher_student is bernacchia_teacher_student
+    assert ac.data.huh_teacher_student is huh_teacher_student
+    assert ac.data.bernacchia_teacher_student is bernacchia_teacher_student

@@ -1,37 +1,66 @@
-"""The docs keep up with the code: every public function is documented with its equation."""
+"""The docs keep up with the code: every public callable is documented with its equation
+in the module-qualified equation map, the generated files are current, the layout table
+of docs/design.md lists every module, and every ```python block of the docs runs."""
 
+import importlib.util
 import inspect
 import pathlib
 import re
 
 import pytest
 
-import arraycurv as ac
-
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+ROOT = DOCS.parent
 
 
-def _public_callables():
-    names = []
-    for name in dir(ac):
-        if name.startswith("_"):
-            continue
-        obj = getattr(ac, name)
-        if inspect.ismodule(obj):
-            continue
-        if callable(obj) and getattr(obj, "__module__", "").startswith("arraycurv"):
-            names.append(name)
-    return sorted(names)
+def _make_equations():
+    spec = importlib.util.spec_from_file_location("make_equations", DOCS / "make_equations.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def test_every_public_function_is_in_the_equation_map():
+ME = _make_equations()
+
+
+def test_equation_map_is_current():
+    assert (DOCS / "equations.md").read_text() == ME.equation_map_text(), (
+        "docs/equations.md is stale: run python docs/make_equations.py"
+    )
+
+
+def test_equation_map_keys_on_module_qualified_names_that_resolve():
     text = (DOCS / "equations.md").read_text()
-    missing = [n for n in _public_callables() if not re.search(rf"\b{re.escape(n)}\b", text)]
-    assert not missing, f"docs/equations.md does not mention: {missing}"
+    names = ME.mapped_names(text)
+    assert len(names) > 100
+    bad = [n for n in names if not n.startswith("arraycurv.")]
+    assert not bad, f"docs/equations.md: names not module-qualified (write arraycurv.<subpackage>.<name>): {bad}"
+    stale = []
+    for n in names:
+        try:
+            ME.resolve(n)
+        except (AttributeError, ImportError):
+            stale.append(n)
+    assert not stale, f"docs/equations.md names what does not exist: {stale}"
 
 
-def test_every_public_function_has_a_docstring():
-    missing = [n for n in _public_callables() if not inspect.getdoc(getattr(ac, n))]
+def test_every_public_callable_of_every_subpackage_is_mapped():
+    problems = [p for p in ME.problems() if p.startswith("not mapped")]
+    assert not problems, "add these to the Equation map of their docs page:\n" + "\n".join(problems)
+
+
+def test_the_canonical_names_are_subpackage_qualified():
+    names = ME.public_callables()
+    assert "arraycurv.linalg.psd_power" in names
+    assert "arraycurv.dynamics.theory.p_exponent" in names
+    assert "arraycurv.curvature.ggn_vp" in names and "arraycurv.ggn_vp" not in names
+    assert ME.resolve("arraycurv.dynamics.theory.p_exponent") is names["arraycurv.dynamics.theory.p_exponent"]
+    with pytest.raises((AttributeError, ImportError)):
+        ME.resolve("arraycurv.linalg.no_such_function")
+
+
+def test_every_public_callable_has_a_docstring():
+    missing = [q for q, obj in ME.public_callables().items() if not inspect.getdoc(obj)]
     assert not missing, f"no docstring: {missing}"
 
 
@@ -41,19 +70,22 @@ def test_docs_index_links_exist():
         assert (DOCS / link).exists(), f"docs/index.md links to missing page {link}"
 
 
-def test_equation_map_is_current():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_equations", DOCS / "make_equations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert (DOCS / "equations.md").read_text() == mod.equation_map_text(), (
-        "docs/equations.md is stale: run python docs/make_equations.py"
+def test_design_layout_lists_every_module_once():
+    """docs/design.md's layout table has one row per module of the package."""
+    text = (DOCS / "design.md").read_text()
+    table = text[text.index("## Layout"):]
+    table = table[: table.index("\n## ", 1)] if "\n## " in table[1:] else table
+    listed = re.findall(r"^\| `(arraycurv/[\w/]+\.py)` \|", table, flags=re.M)
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "arraycurv").rglob("*.py"))
+    assert sorted(set(listed)) == sorted(listed), "docs/design.md lists a module twice"
+    assert sorted(listed) == modules, (
+        f"docs/design.md layout: missing {sorted(set(modules) - set(listed))}, "
+        f"stale {sorted(set(listed) - set(modules))}"
     )
 
 
 # ------------------------------------------------------------------- runnable examples
-_PAGES = [DOCS.parent / "README.md"] + sorted(DOCS.glob("*.md"))
+_PAGES = [ROOT / "README.md"] + sorted(DOCS.glob("*.md"))
 _WITH_CODE = [p for p in _PAGES if "```python" in p.read_text()]
 
 

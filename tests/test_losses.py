@@ -108,7 +108,8 @@ def test_output_gradient_and_hessian_against_finite_differences(xp, case, loss):
     hess = ac.losses.loss_hessian(loss, f)
     assert_close(hess, fdh, like=f, rtol=rtol, atol=1e-9)
     # H v and the factor: S^T S = H, both against the finite-difference Hessian
-    assert_close(ac.losses.loss_hessian_vp(loss, f, v), np.einsum("bkl,bl->bk", fdh, np64(v)), like=f, rtol=rtol, atol=1e-9)
+    assert_close(ac.losses.loss_hessian_vp(loss, f, v), np.einsum("bkl,bl->bk", fdh, np64(v)), like=f, rtol=rtol,
+                 atol=1e-9)
     s = np64(ac.losses.loss_hessian_factor(loss, f))
     assert_like(ac.losses.loss_hessian_factor(loss, f), f)
     assert_close(np.einsum("bik,bil->bkl", s, s), fdh, rtol=rtol, atol=1e-9)

@@ -7,7 +7,7 @@
 * :mod:`.operators`: SciPy ``LinearOperator`` views (SciPy is imported on first use).
 """
 
-from . import deep_linear, fisher, generic, kron, sequential
+from . import deep_linear, fisher, generic, kron, reduce, sequential
 from .deep_linear import fisher_kron_factors, map_jacobian, null_space_basis, null_space_direction
 from .fisher import (
     fisher_empirical_matrix,
@@ -16,10 +16,13 @@ from .fisher import (
     fisher_exact_vp,
     fisher_mc_matrix,
     fisher_mc_vp,
+    gradient_gram,
     per_sample_grads,
+    per_sample_rows,
 )
 from .generic import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
-from .kron import FISHER_KINDS, KFactors, kfac_block, kfac_factors
+from .kron import FISHER_KINDS, KFactors, kfac_block, kron_factors
+from .subspace import ClassSubspace, class_gradients, class_subspace, subspace_basis, subspace_curvature
 
 _LAZY = {"operators", "FISHER_VARIANTS", "fisher_operator", "ggn_operator", "hessian_operator"}
 
@@ -47,17 +50,21 @@ __all__ = [
     "hessian_operator",
     "jacobian",
     "kfac_block",
-    "kfac_factors",
+    "kron_factors",
     "kron",
     "map_jacobian",
     "null_space_basis",
     "null_space_direction",
     "operators",
+    "reduce",
+    "gradient_gram",
     "per_sample_grads",
+    "per_sample_rows",
     "sequential",
     "value_and_grad",
 ]
 
+__all__ += ["ClassSubspace", "class_gradients", "class_subspace", "subspace", "subspace_basis", "subspace_curvature"]
 
 def __getattr__(name):
     # SciPy is imported only when a LinearOperator is asked for.

@@ -1,61 +1,29 @@
-"""Deep linear networks with exact, closed-form curvature (spec 2.1, 3.1-3.4).
+"""Closed-form curvature of deep linear networks (spec 3.1-3.4): the fast forms of the
+curvature verbs for :class:`arraycurv.models.DeepLinear`.
 
-A deep linear network (DLN) of depth L has weights W_1, ..., W_L, W_l of shape
-(n_l, n_{l-1}), no biases, and computes f(x) = w̄ x with the total map
-w̄ = W_L ... W_1 (Huh 2020 Sec. 2). With the mean squared error
-L = (1/B) sum_b 1/2 ||f(x_b) - y_b||^2 the loss is a quadratic function of w̄ (Huh eq 1):
-
-    L = 1/2 Tr[w̄ Sxx w̄^T] - Tr[w̄ Syx^T] + 1/2 syy,
-
-with the batch moments Sxx = <x x^T>, Syx = <y x^T>, syy = <||y||^2>. Everything here is
-written through these statistics and the partial products
-
-    W_{<i} = W_{i-1} ... W_1   (n_{i-1}, n0),     W_{>i} = W_L ... W_{i+1}   (nL, n_i),
-
-so that w̄ = W_{>i} W_i W_{<i} for every layer i. With the residual moment
-E = w̄ Sxx - Syx = <(f(x) - y) x^T> (= Delta Sigma_x of Huh eq 1):
-
-* gradient            g_i  = W_{>i}^T E W_{<i}^T                      (Huh Sec. 2, g = J Delta)
-* GGN product         Gv_i = W_{>i}^T (sum_j W_{>j} V_j W_{<j}) Sxx W_{<i}^T   (Huh eq 3)
-* Hessian product     Hv_i = Gv_i + dW_{>i}^T E W_{<i}^T + W_{>i}^T E dW_{<i}^T (Huh eq 2)
-* GGN blocks          G_ij = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T)   (Bernacchia eq 22)
-
-where dW_{<i}, dW_{>i} are the directional derivatives of the partial products along V.
-Kronecker products and flat vectors follow the library convention: parameters are
-flattened in row-major (C) order, vec_r(A X B) = kron(A, B^T) vec_r(X). Bernacchia (2018)
-writes F_ij = <x_{i-1} x_{j-1}^T> kron <e_i e_j^T> for the column-major vec; the two
-are the same matrix up to the row/column permutation between the orders.
-
-Every curvature function accepts ``batch`` either as a tuple ``(x, y)`` or as
-:class:`LinearMoments`. From a raw batch, the O(B) work is one pass that forms the
-statistics the routine needs (Sxx, the residual moment E from the residuals f(x) - y,
-which avoids the cancellation of w̄ Sxx - Syx near a minimum, and the loss); everything
-after that costs the same for any batch size.
-
-Only the squared error (``losses.MSE()``) is supported: any other ``loss`` raises
-``TypeError``.
+Gradient g_i = W_{>i}^T E W_{<i}^T, GGN product (Huh eq 3), exact Hessian product with the
+residual term (Huh eq 2), GGN blocks kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T)
+(Bernacchia eq 22), the explicit Jacobian, Hessian and the map Jacobian, and the
+null-space directions of the GGN. Notation and conventions: :mod:`arraycurv.models.deep_linear`.
 """
 
 from __future__ import annotations
 
 from .. import backend
-from ..losses import MSE
+from ..linalg.kronecker import _kron as _kron_trusted
+from ..losses import MSE, loss_grad, loss_hessian_vp
 from ..models import base as _models
 from ..models.deep_linear import (
     DeepLinear,
     _back,
     _batch_stats,
     _chain_widths,
-    _check_dtype,
-    _check_x,
     _eye,
-    _namespace,
     _outer,
     _prefixes,
-    _prepare,
     _suffixes,
 )
-from ..validation import check_shape
+from ..validation import ArgumentTypeError, check_call, check_int
 from . import generic as _itf
 
 __all__ = ['fisher_kron_factors', 'map_jacobian', 'null_space_basis', 'null_space_direction']
@@ -63,22 +31,22 @@ __all__ = ['fisher_kron_factors', 'map_jacobian', 'null_space_basis', 'null_spac
 
 # ============================================================================ interface: curvature
 @_itf.value_and_grad.register(DeepLinear)
-def _value_and_grad(model, params, batch, loss=MSE()):
+def _value_and_grad(model, params, batch, loss=MSE(), *, xp):
     """Mean MSE loss and gradient g_i = W_{>i}^T E W_{<i}^T with the residual moment
     E = <(f(x) - y) x^T> = w̄ Sxx - Syx (Huh 2020 Sec. 2: g = J Delta for Sxx = I;
-    Bernacchia 2018 eq 13). ``batch`` is (x, y) or :class:`LinearMoments`."""
-    xp = _prepare(model, params, batch=batch, loss=loss)
+    Bernacchia 2018 eq 13). ``batch`` is (x, y) or :class:`LinearMoments`. Other losses
+    defer to the generic default."""
+    if not isinstance(loss, MSE):
+        return _itf.value_and_grad.default(model, params, batch, loss, xp=xp)
     st = _batch_stats(xp, model, params, batch, need_sxx=False, need_e=True, need_loss=True)
     rs = _back(params, st.e)
     return st.loss, _outer(rs, st.prefix)
 
 
 @_itf.jacobian.register(DeepLinear)
-def _jacobian(model, params, x):
+def _jacobian(model, params, x, *, xp):
     """Explicit output Jacobian (B, nL, P) in closed form:
     d f_o(x_b) / d (W_i)_{ac} = (W_{>i})_{oa} (W_{<i} x_b)_c (spec 3.1)."""
-    xp = _prepare(model, params, arrays=(("x", x),))
-    _check_x(model, xp, x, params[0].dtype)
     b, nl = x.shape[0], model.widths[-1]
     pre = _prefixes(xp, params)
     suf = _suffixes(xp, params)
@@ -106,7 +74,7 @@ def map_jacobian(model, params):
     -------
     array (nL * n0, P)
     """
-    xp = _prepare(model, params)
+    xp = check_call(model, params)
     n0, nl = model.widths[0], model.widths[-1]
     pre = _prefixes(xp, params)
     suf = _suffixes(xp, params)
@@ -129,13 +97,15 @@ def _map_tangent(xp, params, v, pre):
 
 
 @_itf.ggn_vp.register(DeepLinear)
-def _ggn_vp(model, params, batch, v, loss=MSE()):
+def _ggn_vp(model, params, batch, v, loss=MSE(), *, xp):
     """Matrix-free GGN product (Huh 2020 eq 3 generalized to depth L and Sigma_x):
     Gv_i = W_{>i}^T dw̄ Sxx W_{<i}^T with dw̄ = sum_j W_{>j} V_j W_{<j}.
 
     Cost: about 5L small matrix products (vs 3L for the gradient) once Sxx is formed.
+    Other losses than MSE defer to the generic default.
     """
-    xp = _prepare(model, params, tangents=(("v", v),), batch=batch, loss=loss)
+    if not isinstance(loss, MSE):
+        return _itf.ggn_vp.default(model, params, batch, v, loss, xp=xp)
     st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=False, need_loss=False)
     pre = [None, params[0]]  # W_{<1} = I is never multiplied
     for w in params[1:-1]:
@@ -146,22 +116,28 @@ def _ggn_vp(model, params, batch, v, loss=MSE()):
 
 
 @_models.hvp.register(DeepLinear)
-def _hvp(model, params, batch, v, loss=MSE()):
+def _hvp(model, params, batch, v, loss=MSE(), *, xp):
     """Exact Hessian-vector product (Huh 2020 eq 2 generalized to depth L and Sigma_x):
 
     Hv_i = d/dt [W_{>i}^T E W_{<i}^T] = W_{>i}^T (dw̄ Sxx) W_{<i}^T      (GGN, Huh eq 3)
            + dW_{>i}^T E W_{<i}^T + W_{>i}^T E dW_{<i}^T                 (J' Delta term)
 
     with E = w̄ Sxx - Syx the residual moment and dW_{<i}, dW_{>i} the derivatives of the
-    partial products along V (forward-over-reverse, about 8L small products).
+    partial products along V (forward-over-reverse, about 8L small products). For any
+    other loss the same recursion holds with E = <g_b x_b^T> (g_b the output gradient
+    of sample b) and dw̄ Sxx replaced by <H_b (dw̄ x_b) x_b^T> (H_b the output Hessian):
+    the network is linear in each W_i, so only the loss enters through g_b and H_b.
     """
-    xp = _prepare(model, params, tangents=(("v", v),), batch=batch, loss=loss)
     pre = _prefixes(xp, params)
-    st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=True, need_loss=False, prefix=pre)
     dpre = _map_tangent(xp, params, v, pre)
-    de = dpre[-1] @ st.sxx
+    if isinstance(loss, MSE):
+        st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=True, need_loss=False, prefix=pre)
+        e, de = st.e, dpre[-1] @ st.sxx
+    else:
+        e, de = _loss_moments(loss, batch, pre[-1], dpre[-1])
+    st_e = e
     # reverse pass and its tangent: R_i = W_{>i}^T E, dR_i = dW_{>i}^T E + W_{>i}^T dE
-    r, dr = st.e, de
+    r, dr = st_e, de
     out = [None] * len(params)
     last = len(params) - 1
     for i in range(last, 0, -1):
@@ -173,21 +149,28 @@ def _hvp(model, params, batch, v, loss=MSE()):
     return tuple(out)
 
 
+def _loss_moments(loss, batch, wbar, dwbar):
+    """E = <g_b x_b^T> and dE = <H_b (dw̄ x_b) x_b^T> for a batch (x, y) and any loss."""
+    x, y = batch
+    b = x.shape[0]
+    out = x @ wbar.T
+    g = loss_grad(loss, out, y)
+    hjv = loss_hessian_vp(loss, out, x @ dwbar.T)
+    return (g.T @ x) / b, (hjv.T @ x) / b
+
+
 # ---------------------------------------------------------------- Kronecker structure
 def _kron(xp, a, b):
-    """kron(a, b) for 2-D arrays via broadcasting (row-major Kronecker product)."""
-    m, n = a.shape
-    p, q = b.shape
-    return xp.reshape(xp.reshape(a, (m, 1, n, 1)) * xp.reshape(b, (1, p, 1, q)), (m * p, n * q))
+    """kron(a, b) for 2-D arrays, row-major (array-api-extra's ``kron``, trusted path)."""
+    return _kron_trusted(xp, a, b)
 
 
-def _ggn_factors(model, params, batch, loss):
-    """(xp, prefix list, suffix list, Sxx) for the Kronecker forms."""
-    xp = _prepare(model, params, batch=batch, loss=loss)
+def _ggn_factors(xp, model, params, batch):
+    """(prefix list, suffix list, Sxx) for the Kronecker forms."""
     st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=False, need_loss=False)
     pre = _prefixes(xp, params)[:-1]
     suf = _suffixes(xp, params)
-    return xp, pre, suf, st.sxx
+    return pre, suf, st.sxx
 
 
 def _cross_factors(xp, pre, suf, sxx):
@@ -211,7 +194,7 @@ def _offsets(sizes):
 
 
 @_itf.ggn_matrix.register(DeepLinear)
-def _ggn_matrix(model, params, batch, loss=MSE()):
+def _ggn_matrix(model, params, batch, loss=MSE(), *, xp):
     """Explicit P x P GGN through its Kronecker structure (Bernacchia 2018 eq 22):
     block (i, j) = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T) in the row-major flat order.
 
@@ -219,7 +202,9 @@ def _ggn_matrix(model, params, batch, loss=MSE()):
     general widths: Kronecker blocks concatenated. Cost O(P^2) memory writes plus
     O(L^2 n^3) for the factors W_{>i}^T W_{>j} and W_{<i} Sxx W_{<j}^T.
     """
-    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    if not isinstance(loss, MSE):
+        return _itf.ggn_matrix.default(model, params, batch, loss, xp=xp)
+    pre, suf, sxx = _ggn_factors(xp, model, params, batch)
     a_all, c_all, ra, rc = _cross_factors(xp, pre, suf, sxx)
     L = model.depth
     n = model.widths[0]
@@ -242,10 +227,12 @@ def _ggn_matrix(model, params, batch, loss=MSE()):
 
 
 @_itf.ggn_blocks.register(DeepLinear)
-def _ggn_blocks(model, params, batch, loss=MSE()):
+def _ggn_blocks(model, params, batch, loss=MSE(), *, xp):
     """GGN layer blocks G_ij = kron(W_{>i}^T W_{>j}, W_{<i} Sxx W_{<j}^T) (Bernacchia 2018
     eq 22 in row-major order); ``blocks[i][j]`` has shape (P_i, P_j)."""
-    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    if not isinstance(loss, MSE):
+        return _itf.ggn_blocks.default(model, params, batch, loss, xp=xp)
+    pre, suf, sxx = _ggn_factors(xp, model, params, batch)
     a_all, c_all, ra, rc = _cross_factors(xp, pre, suf, sxx)
     return tuple(
         tuple(_kron(xp, a_all[a0:a1, b0:b1], c_all[c0:c1, d0:d1]) for (b0, b1), (d0, d1) in zip(ra, rc))
@@ -254,16 +241,20 @@ def _ggn_blocks(model, params, batch, loss=MSE()):
 
 
 @_itf.ggn_block_diag.register(DeepLinear)
-def _ggn_block_diag(model, params, batch, loss=MSE()):
+def _ggn_block_diag(model, params, batch, loss=MSE(), *, xp):
     """Diagonal GGN blocks G_ii = kron(E_i, A_i) (Bernacchia 2018 eqs 14, 15, 22)."""
-    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
+    if not isinstance(loss, MSE):
+        return _itf.ggn_block_diag.default(model, params, batch, loss, xp=xp)
+    pre, suf, sxx = _ggn_factors(xp, model, params, batch)
     return tuple(_kron(xp, s.T @ s, (p @ sxx) @ p.T) for p, s in zip(pre, suf))
 
 
 def fisher_kron_factors(model, params, batch, loss=MSE()):
     """Kronecker factors of the diagonal Fisher (= GGN) blocks of a deep linear network.
 
-    For each layer i returns ``(E_i, A_i)`` with
+    The former name of :func:`arraycurv.curvature.kron.kron_factors` for DeepLinear under
+    MSE (kept as a thin alias): ``(f.G, f.A)`` of each of its ``KFactors``. For each layer
+    i returns ``(E_i, A_i)`` with
 
     * A_i = <x_{i-1} x_{i-1}^T> = W_{<i} Sxx W_{<i}^T, the input covariance of layer i
       (Bernacchia 2018 eq 15), shape (n_{i-1}, n_{i-1});
@@ -287,20 +278,31 @@ def fisher_kron_factors(model, params, batch, loss=MSE()):
     -------
     tuple of (E_i, A_i) pairs, one per layer.
     """
-    xp, pre, suf, sxx = _ggn_factors(model, params, batch, loss)
-    return tuple((s.T @ s, (p @ sxx) @ p.T) for p, s in zip(pre, suf))
+    if not isinstance(model, DeepLinear):
+        raise ArgumentTypeError(f"model: expected a DeepLinear, got {type(model).__name__}")
+    if not isinstance(loss, MSE):
+        raise ArgumentTypeError(
+            f"loss: expected losses.MSE() (the Kronecker factorization of the GGN blocks is exact for the "
+            f"squared error only, Bernacchia eq 22), got {loss!r}"
+        )
+    from .kron import kron_factors
+
+    xp = check_call(model, params, batch=batch, loss=loss)
+    return tuple((f.G, f.A) for f in kron_factors.trusted(model, params, batch, loss, xp=xp))
 
 
 @_itf.hessian_matrix.register(DeepLinear)
-def _hessian_matrix(model, params, batch, loss=MSE()):
+def _hessian_matrix(model, params, batch, loss=MSE(), *, xp):
     """Explicit P x P Hessian in closed form: GGN (Bernacchia eq 22) plus the J' Delta term
     (Huh 2020 Sec. 2, H = J J^T + J' Delta). For layers i < j the second term's block is
 
         T_ij[(a, c), (q, p)] = (W_{j-1} ... W_{i+1})_{pa} (W_{>j}^T E W_{<i}^T)_{qc},
 
-    T_ji = T_ij^T, T_ii = 0, with E = w̄ Sxx - Syx.
+    T_ji = T_ij^T, T_ii = 0, with E = w̄ Sxx - Syx. Other losses defer to the generic
+    default (columns of the closed-form Hessian-vector product).
     """
-    xp = _prepare(model, params, batch=batch, loss=loss)
+    if not isinstance(loss, MSE):
+        return _itf.hessian_matrix.default(model, params, batch, loss, xp=xp)
     pre_all = _prefixes(xp, params)
     st = _batch_stats(xp, model, params, batch, need_sxx=True, need_e=True, need_loss=False, prefix=pre_all)
     pre = pre_all[:-1]
@@ -352,11 +354,8 @@ def null_space_direction(params, i, m):
     """
     widths = _chain_widths(params)
     L = len(widths) - 1
-    if isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= L - 1:
-        raise ValueError(f"i: expected a hidden layer index 1 <= i <= {L - 1} (L = {L}), got {i!r}")
-    xp = _namespace(params=tuple(params), m=m)
-    check_shape(m, (widths[i], widths[i]), "m")
-    _check_dtype(m, params[0].dtype, "m")
+    check_int(i, "i", lo=1, hi=L - 1, want=f"a hidden layer index 1 <= i <= {L - 1} (L = {L})")
+    xp = check_call(DeepLinear(widths), params, arrays=(("m", m, (widths[i], widths[i])),))
     out = [xp.zeros_like(p) for p in params]
     out[i - 1] = m @ params[i - 1]
     out[i] = -(params[i] @ m)
@@ -376,7 +375,7 @@ def null_space_basis(model, params):
     -------
     array (K, P), K = sum_{i=1}^{L-1} n_i^2 (K = 0 for depth 1).
     """
-    xp = _prepare(model, params)
+    xp = check_call(model, params)
     shapes = model.shapes
     P = model.num_params
     offs = _offsets([a * b for a, b in shapes])

@@ -35,14 +35,14 @@ batch (spec, Conventions).
 
 from __future__ import annotations
 
-import operator
+import functools
 from typing import Any
 
 from .. import backend
-from ..losses import MSE, check_targets, loss_grad, loss_hessian, loss_hessian_factor, loss_hessian_vp, sample_targets
-from ..models.base import forward, jvp, param_shapes, vjp
-from ..validation import check_params
-from .generic import check_batch, jacobian
+from ..losses import MSE, loss_grad, loss_hessian_factor, loss_hessian_vp, sample_targets
+from ..models.base import jvp, linearize, vjp
+from ..validation import check_call, check_positive_int
+from .generic import jacobian
 
 __all__ = [
     "fisher_empirical_matrix",
@@ -51,7 +51,9 @@ __all__ = [
     "fisher_exact_vp",
     "fisher_mc_matrix",
     "fisher_mc_vp",
+    "gradient_gram",
     "per_sample_grads",
+    "per_sample_rows",
 ]
 
 
@@ -65,113 +67,60 @@ def _inputs(x: Any):
     return x
 
 
-def _check(model, params, x, v=None):
-    """Validate ``params`` (and a tangent ``v``) against ``model``; return ``xp``."""
-    shapes = param_shapes(model)
-    check_params(params, shapes, "params")
-    if not backend.is_array(x):
-        raise TypeError(f"x: expected an array with the batch on the leading axis, got {type(x).__name__}")
-    if v is not None:
-        check_params(v, shapes, "v")
-        xp = backend.namespace_of(params=tuple(params), x=x, v=tuple(v))
-    else:
-        xp = backend.namespace_of(params=tuple(params), x=x)
-    backend.check_float(params[0], "params[0]", xp)
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"x: expected a non-empty batch on the leading axis, got shape {tuple(x.shape)}")
-    return xp
+_V = {"tangent": "v"}
 
 
-def _check_num_samples(num_samples) -> int:
-    try:
-        n = operator.index(num_samples)
-    except TypeError:
-        n = None
-    if n is None or isinstance(num_samples, bool) or n < 1:
-        raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
-    return n
+def _check_x(model, params, x, v=None):
+    """Validate ``params``, the inputs ``x`` (or the ``x`` of a batch) and a tangent ``v``
+    once (:func:`arraycurv.validation.check_call`); return ``(xp, x)``."""
+    x = _inputs(x)
+    return check_call(model, params, x=x, tangent=v, names=_V), x
 
 
-def _sandwich(xp, jac, h):
-    """(1/B) sum_b J_b^T H_b J_b for J (B, k, P) and H (B, k, k), symmetrized."""
-    b, k, p = jac.shape
-    hj = xp.matmul(h, jac)
-    f = xp.matmul(xp.matrix_transpose(xp.reshape(jac, (b * k, p))), xp.reshape(hj, (b * k, p))) / b
+def _sym(xp, f):
     return 0.5 * (f + xp.matrix_transpose(f))
 
 
-def _sequential(model):
-    """The networks module if ``model`` is a Sequential (cached linearization), else None."""
-    from ..models import sequential as networks
+@functools.singledispatch
+def gradient_gram(lin, cotangent, scale=1.0):
+    """scale * sum_{r,b} g_rb g_rb^T (P x P) for the gradients g_rb = J_b^T u_rb of output cotangents.
 
-    return networks if isinstance(model, networks.Sequential) else None
+    The one assembly behind every explicit Fisher (Bernacchia (2018) eq (5) and Sec. 5):
+    the rows u_rb of the loss-Hessian factor S_b (exact Fisher, scale 1/B), N residuals at
+    targets drawn from the model (Monte-Carlo, scale 1/(N B)) or the residual at the
+    training target (empirical, scale 1/B). A generic function of the linearization
+    (:func:`arraycurv.linearize`): the default builds it from :func:`arraycurv.jacobian`
+    (the m B rows u_rb^T J_b when m <= k, else sum_b J_b^T M_b J_b with the output metric
+    M_b = sum_r u_rb u_rb^T); Sequential networks register a per-sample reverse pass and,
+    for MLPs (every parameterized layer with one Kronecker row per sample,
+    :func:`arraycurv.models.layers.layer_kron_rows`), the Kronecker-structured blocks
+    (sum_r delta_rbl delta_rbm^T) (x) (a~_bl a~_bm^T) of about B P^2 flops.
 
+    Parameters
+    ----------
+    lin : Linearization
+        The model linearized at ``(params, x)`` (trusted: validated by the caller).
+    cotangent : array, shape (m, B, k)
+        Output cotangents u_rb.
+    scale : float
+        Factor applied to the sum.
 
-def _dense_network(model):
-    """The networks module if ``model`` is a Sequential whose parameterized layers are all
-    Dense (an MLP), else None: then the per-sample gradients have Kronecker structure."""
-    from ..models import sequential as networks
-    from ..models.layers import Dense
-
-    if not isinstance(model, networks.Sequential):
-        return None
-    for layer, (a, b) in zip(model.layers, networks.layer_param_indices(model)):
-        if b > a and not isinstance(layer, Dense):
-            return None
-    return networks
-
-
-def _dense_gram(xp, nets, model, lin, cot, scale):
-    """scale * sum_{r, b} g_rb g_rb^T (P x P) for g_rb = J_b^T cot[r, b] of an MLP.
-
-    The block of g_rb for layer l's [W_l, b_l] is vec_r(delta_rbl a~_bl^T) =
-    delta_rbl (x) a~_bl (a~ with the homogeneous coordinate for a bias), so block (l, m) is
-
-        scale * sum_b (sum_r delta_rbl delta_rbm^T) (x) (a~_bl a~_bm^T),
-
-    one (n_l n_m) x B times B x (n~_l n~_m) matmul per pair of layers l <= m: about
-    B P^2 flops in all instead of the 2 B m P^2 of the Gram matrix of the (B m, P) stacked
-    gradients (m = k rows of S_b for the exact Fisher). Each block is permuted to the
-    row-major order of [W, b] and split into the W and b tensors; blocks below the
-    diagonal are transposes; the block rows are concatenated once.
+    Returns
+    -------
+    array, shape (P, P)
+        Symmetric PSD matrix in the flat parameter ordering.
     """
-    deltas = nets.backprop_to_layer_outputs(lin, cot)  # (m, B, n_out_l) per layer
-    inputs = nets.layer_inputs(lin)
-    b = lin.outputs.shape[0]
-    dev = backend.device_of(lin.outputs)
-    lay = []
-    for i, (layer, (p0, p1)) in enumerate(zip(model.layers, nets.layer_param_indices(model))):
-        if p1 == p0:
-            continue
-        a = inputs[i]
-        if layer.bias:
-            a = xp.concat([a, xp.ones((b, 1), dtype=a.dtype, device=dev)], axis=1)
-        lay.append((xp.permute_dims(deltas[i], (1, 0, 2)), a, layer))  # delta as (B, m, n_out)
-    # tensors in flat order: (layer position, 0 = W / 1 = b)
-    tensors = [(pos, part) for pos, (_, _, layer) in enumerate(lay) for part in ((0, 1) if layer.bias else (0,))]
-    blocks = {}
-    for lp, (dl, al, ll) in enumerate(lay):
-        for mp in range(lp, len(lay)):
-            dm, am, lm = lay[mp]
-            nl, nm, tl, tm = ll.n_out, lm.n_out, al.shape[1], am.shape[1]
-            d = xp.matmul(xp.matrix_transpose(dl), dm) * scale  # (B, n_l, n_m)
-            if lp == mp:  # exactly symmetric factors give an exactly symmetric diagonal block
-                d = 0.5 * (d + xp.matrix_transpose(d))
-            y = al[:, :, None] * am[:, None, :]  # (B, n~_l, n~_m)
-            t = xp.matmul(xp.matrix_transpose(xp.reshape(d, (b, nl * nm))), xp.reshape(y, (b, tl * tm)))
-            t = xp.permute_dims(xp.reshape(t, (nl, nm, tl, tm)), (0, 2, 1, 3))  # (n_l, n~_l, n_m, n~_m)
-            for rp, rows in ((0, t[:, : ll.n_in, ...]), (1, t[:, ll.n_in :, ...])):
-                if rp == 1 and not ll.bias:
-                    continue
-                r = rows.shape[0] * rows.shape[1]
-                blocks[((lp, rp), (mp, 0))] = xp.reshape(rows[..., : lm.n_in], (r, nm * lm.n_in))
-                if lm.bias:
-                    blocks[((lp, rp), (mp, 1))] = xp.reshape(rows[..., lm.n_in :], (r, nm))
-    pieces = []
-    for ti in tensors:
-        row = [blocks[(ti, tj)] if (ti, tj) in blocks else xp.matrix_transpose(blocks[(tj, ti)]) for tj in tensors]
-        pieces.append(xp.concat(row, axis=1) if len(row) > 1 else row[0])
-    return xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    xp = backend.namespace_of(outputs=lin.outputs)
+    jac = jacobian.trusted(lin.model, lin.params, lin.x, xp=xp)
+    m, b, k = cotangent.shape
+    p = jac.shape[-1]
+    if m <= k:
+        rows = xp.reshape(xp.matmul(cotangent[:, :, None, :], jac), (m * b, p))
+        return _sym(xp, xp.matmul(xp.matrix_transpose(rows), rows) * scale)
+    ub = xp.permute_dims(cotangent, (1, 0, 2))  # (B, m, k)
+    hj = xp.matmul(xp.matmul(xp.matrix_transpose(ub), ub), jac)  # M_b J_b
+    f = xp.matmul(xp.matrix_transpose(xp.reshape(jac, (b * k, p))), xp.reshape(hj, (b * k, p))) * scale
+    return _sym(xp, f)
 
 
 def _sampled_residuals(xp, loss, out, seed, num_samples):
@@ -226,16 +175,10 @@ def fisher_exact_matrix(model, params, x, loss=MSE()):
     layers, about B P^2 flops in all, k times fewer than J^T H J. Other models: the
     Jacobian (B, k, P) (:func:`arraycurv.jacobian`) and a (P x Bk)(Bk x P) product.
     """
-    x = _inputs(x)
-    xp = _check(model, params, x)
-    nets = _dense_network(model)
-    if nets is not None:
-        lin = nets.linearize(model, params, x)
-        cot = xp.permute_dims(loss_hessian_factor(loss, lin.outputs), (1, 0, 2))  # rows of S_b
-        return _dense_gram(xp, nets, model, lin, cot, 1.0 / x.shape[0])
-    jac = jacobian(model, params, x)
-    out = forward(model, params, x)
-    return _sandwich(xp, jac, loss_hessian(loss, out))
+    xp, x = _check_x(model, params, x)
+    lin = linearize.trusted(model, params, x, xp=xp)
+    cot = xp.permute_dims(loss_hessian_factor(loss, lin.outputs), (1, 0, 2))  # the k rows of S_b
+    return gradient_gram(lin, cot, 1.0 / x.shape[0])
 
 
 def fisher_exact_vp(model, params, x, v, loss=MSE()):
@@ -257,10 +200,9 @@ def fisher_exact_vp(model, params, x, v, loss=MSE()):
     tuple of arrays
         F v shaped like ``params``.
     """
-    x = _inputs(x)
-    _check(model, params, x, v)
-    out, jv = jvp(model, params, x, v)
-    return vjp(model, params, x, loss_hessian_vp(loss, out, jv) / x.shape[0])
+    xp, x = _check_x(model, params, x, v)
+    out, jv = jvp.trusted(model, params, x, v, xp=xp)
+    return vjp.trusted(model, params, x, loss_hessian_vp(loss, out, jv) / x.shape[0], xp=xp)
 
 
 # -------------------------------------------------------------------------- Monte Carlo
@@ -291,17 +233,11 @@ def fisher_mc_matrix(model, params, x, loss=MSE(), num_samples: int = 1, seed=0)
     array, shape (P, P)
         Symmetric PSD matrix of rank at most N B, in the namespace of ``params``.
     """
-    x = _inputs(x)
-    xp = _check(model, params, x)
-    n = _check_num_samples(num_samples)
-    nets = _dense_network(model)
-    if nets is not None:
-        lin = nets.linearize(model, params, x)
-        cot = _sampled_residuals(xp, loss, lin.outputs, seed, n)
-        return _dense_gram(xp, nets, model, lin, cot, 1.0 / (n * x.shape[0]))
-    out = forward(model, params, x)
-    jac = jacobian(model, params, x)
-    return _sandwich(xp, jac, _mc_output_metric(xp, loss, out, seed, n))
+    xp, x = _check_x(model, params, x)
+    n = check_positive_int(num_samples, "num_samples")
+    lin = linearize.trusted(model, params, x, xp=xp)
+    cot = _sampled_residuals(xp, loss, lin.outputs, seed, n)
+    return gradient_gram(lin, cot, 1.0 / (n * x.shape[0]))
 
 
 def fisher_mc_vp(model, params, x, v, loss=MSE(), num_samples: int = 1, seed=0):
@@ -323,16 +259,39 @@ def fisher_mc_vp(model, params, x, v, loss=MSE(), num_samples: int = 1, seed=0):
     tuple of arrays
         F_MC v shaped like ``params``.
     """
-    x = _inputs(x)
-    xp = _check(model, params, x, v)
-    n = _check_num_samples(num_samples)
-    out, jv = jvp(model, params, x, v)
+    xp, x = _check_x(model, params, x, v)
+    n = check_positive_int(num_samples, "num_samples")
+    out, jv = jvp.trusted(model, params, x, v, xp=xp)
     hhat = _mc_output_metric(xp, loss, out, seed, n)
     cot = xp.matmul(hhat, jv[..., None])[..., 0]
-    return vjp(model, params, x, cot / x.shape[0])
+    return vjp.trusted(model, params, x, cot / x.shape[0], xp=xp)
 
 
 # ---------------------------------------------------------------------------- empirical
+@functools.singledispatch
+def per_sample_rows(lin, cotangent):
+    """Stacked per-sample gradients g_rb = J_b^T u_rb of output cotangents: (m, B, P).
+
+    A generic function of the linearization (:func:`arraycurv.linearize`); the default
+    contracts the Jacobian (:func:`arraycurv.jacobian`), Sequential networks register one
+    reverse pass that keeps the batch axis. No 1/B factor.
+
+    Parameters
+    ----------
+    lin : Linearization
+        The model linearized at ``(params, x)`` (trusted).
+    cotangent : array, shape (m, B, k)
+
+    Returns
+    -------
+    array, shape (m, B, P)
+        In the flat parameter ordering.
+    """
+    xp = backend.namespace_of(outputs=lin.outputs)
+    jac = jacobian.trusted(lin.model, lin.params, lin.x, xp=xp)  # (B, k, P)
+    return xp.matmul(cotangent[:, :, None, :], jac)[:, :, 0, :]
+
+
 def per_sample_grads(model, params, batch, loss=MSE()):
     """Gradients of the per-sample losses l_b at the training targets, stacked: (B, P).
 
@@ -352,19 +311,10 @@ def per_sample_grads(model, params, batch, loss=MSE()):
     -------
     array, shape (B, P)
     """
-    xp, x, y = check_batch(model, params, batch, loss)
-    _check(model, params, x)
-    nets = _dense_network(model) or _sequential(model)
-    if nets is not None:  # one reverse pass keeping the batch axis
-        lin = nets.linearize(model, params, x)
-        check_targets(loss, lin.outputs, y)
-        per = nets.vjp_linearized(lin, loss_grad(loss, lin.outputs, y), per_sample=True)
-        return xp.concat([xp.reshape(t, (x.shape[0], -1)) for t in per], axis=1)
-    out = forward(model, params, x)
-    check_targets(loss, out, y)
-    r = loss_grad(loss, out, y)  # (B, k)
-    jac = jacobian(model, params, x)  # (B, k, P)
-    return xp.matmul(r[:, None, :], jac)[:, 0, :]
+    xp = check_call(model, params, batch=batch, loss=loss)
+    x, y = batch
+    lin = linearize.trusted(model, params, x, xp=xp)
+    return per_sample_rows(lin, loss_grad(loss, lin.outputs, y)[None, ...])[0, ...]
 
 
 def fisher_empirical_matrix(model, params, batch, loss=MSE()):
@@ -386,18 +336,10 @@ def fisher_empirical_matrix(model, params, batch, loss=MSE()):
     array, shape (P, P)
         Symmetric PSD matrix of rank at most B.
     """
-    nets = _dense_network(model)
-    if nets is not None:
-        xp, x, y = check_batch(model, params, batch, loss)
-        _check(model, params, x)
-        lin = nets.linearize(model, params, x)
-        check_targets(loss, lin.outputs, y)
-        cot = loss_grad(loss, lin.outputs, y)[None, ...]
-        return _dense_gram(xp, nets, model, lin, cot, 1.0 / x.shape[0])
-    g = per_sample_grads(model, params, batch, loss)
-    xp = backend.namespace_of(g=g)
-    f = xp.matmul(xp.matrix_transpose(g), g) / g.shape[0]
-    return 0.5 * (f + xp.matrix_transpose(f))
+    xp = check_call(model, params, batch=batch, loss=loss)
+    x, y = batch
+    lin = linearize.trusted(model, params, x, xp=xp)
+    return gradient_gram(lin, loss_grad(loss, lin.outputs, y)[None, ...], 1.0 / x.shape[0])
 
 
 def fisher_empirical_vp(model, params, batch, v, loss=MSE()):
@@ -418,10 +360,9 @@ def fisher_empirical_vp(model, params, batch, v, loss=MSE()):
     tuple of arrays
         F_emp v shaped like ``params``.
     """
-    xp, x, y = check_batch(model, params, batch, loss)
-    _check(model, params, x, v)
-    out, jv = jvp(model, params, x, v)
-    check_targets(loss, out, y)
+    xp = check_call(model, params, batch=batch, tangent=v, loss=loss, names=_V)
+    x, y = batch
+    out, jv = jvp.trusted(model, params, x, v, xp=xp)
     r = loss_grad(loss, out, y)
     coef = xp.sum(r * jv, axis=-1)
-    return vjp(model, params, x, r * coef[:, None] / x.shape[0])
+    return vjp.trusted(model, params, x, r * coef[:, None] / x.shape[0], xp=xp)

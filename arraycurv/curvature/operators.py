@@ -16,13 +16,13 @@ computes there, and converts the result back to NumPy (:func:`arraycurv.backend.
 So the parameters may live in any namespace (PyTorch, CuPy, ...), but the operator
 itself always speaks NumPy, as SciPy requires. Its ``dtype`` is that of ``params``.
 
-Caching: for ``Sequential`` networks (which provide the cached linearization
-:func:`arraycurv.linearize`, :func:`arraycurv.jvp_linearized`,
-:func:`arraycurv.vjp_linearized`, :func:`arraycurv.hvp_linearized`) the forward pass is
-run once when the operator is built and every product reuses it (one tangent and one
-reverse pass per product); other models call the generic :func:`arraycurv.jvp` /
-:func:`arraycurv.vjp` (or :func:`arraycurv.hvp`) per product. Targets of the Monte-Carlo
-variant are drawn once, at construction.
+Caching: every operator is built on :func:`arraycurv.linearize` (a generic function) and
+calls the products ``lin.jvp``, ``lin.vjp``, ``lin.hvp`` of the linearization it returns.
+For ``Sequential`` networks that is the cached linearization: the forward pass runs once
+when the operator is built and every product reuses it (one tangent and one reverse
+pass per product); the default linearization of other models calls the generic
+:func:`arraycurv.jvp` / :func:`arraycurv.vjp` (or :func:`arraycurv.hvp`) per product.
+Targets of the Monte-Carlo variant are drawn once, at construction.
 """
 
 from __future__ import annotations
@@ -32,23 +32,16 @@ from typing import Any
 from scipy.sparse.linalg import LinearOperator
 
 from .. import backend
-from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
-from ..models import sequential as networks
-from ..models.base import forward, hvp, jvp, param_shapes, vjp
+from ..losses import MSE, loss_grad, loss_hessian_vp
+from ..models.base import linearize
 from ..params import flatten, num_params, unflatten
-from ..validation import check_params
-from .fisher import _check_num_samples, _mc_output_metric, fisher_empirical_vp
-from .generic import check_batch
+from ..validation import check_call, check_positive_int
+from .fisher import _mc_output_metric
 
 __all__ = ['FISHER_VARIANTS', 'fisher_operator', 'ggn_operator', 'hessian_operator']
 
 
 FISHER_VARIANTS = ("exact", "mc", "empirical")
-
-
-def _linearization_api(model):
-    """The cached-linearization module for ``model`` (``Sequential`` networks), else None."""
-    return networks if isinstance(model, networks.Sequential) else None
 
 
 class _Operator(LinearOperator):
@@ -82,10 +75,8 @@ class _Operator(LinearOperator):
 
 
 def _check_model(model, params, batch, loss):
-    check_params(params, param_shapes(model), "params")
-    xp, x, y = check_batch(model, params, batch, loss)
-    backend.check_float(params[0], "params[0]", xp)
-    return xp, x, y
+    xp = check_call(model, params, batch=batch, loss=loss)
+    return xp, batch[0], batch[1]
 
 
 def ggn_operator(model, params, batch, loss=MSE()) -> LinearOperator:
@@ -113,23 +104,12 @@ def ggn_operator(model, params, batch, loss=MSE()) -> LinearOperator:
         vectors in the flat parameter ordering.
     """
     xp, x, y = _check_model(model, params, batch, loss)
-    api = _linearization_api(model)
     b = x.shape[0]
-    if api is not None:
-        lin = api.linearize(model, params, x)
-        out = lin.outputs
-        check_targets(loss, out, y)
+    lin = linearize.trusted(model, params, x, xp=xp)
+    out = lin.outputs
 
-        def fn(v):
-            jv = _jvp_lin(api, lin, v)
-            return api.vjp_linearized(lin, loss_hessian_vp(loss, out, jv) / b)
-    else:
-        out = forward(model, params, x)
-        check_targets(loss, out, y)
-
-        def fn(v):
-            _, jv = jvp(model, params, x, v)
-            return vjp(model, params, x, loss_hessian_vp(loss, out, jv) / b)
+    def fn(v):
+        return lin.vjp(loss_hessian_vp(loss, out, lin.jvp(v)) / b)
 
     return _Operator(fn, params, "GGN")
 
@@ -152,19 +132,11 @@ def hessian_operator(model, params, batch, loss=MSE()) -> LinearOperator:
     scipy.sparse.linalg.LinearOperator
         Symmetric, shape (P, P), dtype of ``params``.
     """
-    _, x, y = _check_model(model, params, batch, loss)
-    api = _linearization_api(model)
-    if api is not None:
-        lin = api.linearize(model, params, x)
-        check_targets(loss, lin.outputs, y)
+    xp, x, y = _check_model(model, params, batch, loss)
+    lin = linearize.trusted(model, params, x, xp=xp)
 
-        def fn(v):
-            return api.hvp_linearized(lin, y, v, loss)
-    else:
-        batch = (x, y)
-
-        def fn(v):
-            return hvp(model, params, batch, v, loss)
+    def fn(v):
+        return lin.hvp(y, v, loss)
 
     return _Operator(fn, params, "Hessian")
 
@@ -205,43 +177,20 @@ def fisher_operator(model, params, batch, loss=MSE(), *, variant: str = "exact",
         return op
     xp, x, y = _check_model(model, params, batch, loss)
     b = x.shape[0]
-    api = _linearization_api(model)
     if variant == "mc":
-        n = _check_num_samples(num_samples)
-        if api is not None:
-            lin = api.linearize(model, params, x)
-            hhat = _mc_output_metric(xp, loss, lin.outputs, seed, n)  # drawn once
+        n = check_positive_int(num_samples, "num_samples")
+    lin = linearize.trusted(model, params, x, xp=xp)
+    if variant == "mc":
+        hhat = _mc_output_metric(xp, loss, lin.outputs, seed, n)  # drawn once
 
-            def fn(v):
-                jv = _jvp_lin(api, lin, v)
-                return api.vjp_linearized(lin, xp.matmul(hhat, jv[..., None])[..., 0] / b)
-        else:
-            hhat = _mc_output_metric(xp, loss, forward(model, params, x), seed, n)  # drawn once
-
-            def fn(v):
-                _, jv = jvp(model, params, x, v)
-                return vjp(model, params, x, xp.matmul(hhat, jv[..., None])[..., 0] / b)
+        def fn(v):
+            return lin.vjp(xp.matmul(hhat, lin.jvp(v)[..., None])[..., 0] / b)
 
         return _Operator(fn, params, "Monte-Carlo Fisher")
     # empirical
-    if api is not None:
-        lin = api.linearize(model, params, x)
-        out = lin.outputs
-        check_targets(loss, out, y)
-        r = loss_grad(loss, out, y)
+    r = loss_grad(loss, lin.outputs, y)
 
-        def fn(v):
-            jv = _jvp_lin(api, lin, v)
-            return api.vjp_linearized(lin, r * xp.sum(r * jv, axis=-1)[:, None] / b)
-    else:
-        batch = (x, y)
-
-        def fn(v):
-            return fisher_empirical_vp(model, params, batch, v, loss)
+    def fn(v):
+        return lin.vjp(r * xp.sum(r * lin.jvp(v), axis=-1)[:, None] / b)
 
     return _Operator(fn, params, "empirical Fisher")
-
-
-# ---------------------------------------------------------------- linearization glue
-def _jvp_lin(api, lin, v):
-    return api.jvp_linearized(lin, v)

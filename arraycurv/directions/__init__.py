@@ -6,6 +6,8 @@
 """
 
 from . import fractional, kfac
+from .bernacchia import bernacchia_ngd_direction
+from .class_subspace import class_subspace_direction, class_subspace_newton_direction, subspace_newton_direction
 from .fractional import (
     FORMS,
     clip_direction,
@@ -20,6 +22,8 @@ from .kfac import kfac_qngd_direction
 
 __all__ = [
     "FORMS",
+    "bernacchia",
+    "bernacchia_ngd_direction",
     "clip_direction",
     "fractional",
     "kfac",
@@ -31,3 +35,5 @@ __all__ = [
     "qngd_direction_map",
     "regularized_ngd_direction",
 ]
+__all__ += ["class_subspace", "class_subspace_direction", "class_subspace_newton_direction",
+            "subspace_newton_direction"]

@@ -60,20 +60,28 @@ See ``docs/rules.md``.
 
 from __future__ import annotations
 
+import functools
 import math
-from numbers import Real
 
 from .. import backend
-from ..curvature.deep_linear import fisher_kron_factors
+from ..curvature.deep_linear import _ggn_factors
 from ..curvature.generic import ggn_block_diag, ggn_matrix, jacobian, value_and_grad
 from ..linalg.kronecker import kron, kron_psd_power_apply
 from ..linalg.powers import psd_power
 from ..linalg.sylvester import solve_sylvester
 from ..losses import MSE, loss_grad, loss_hessian_factor
-from ..models.base import forward, param_shapes
-from ..models.deep_linear import DeepLinear, LinearMoments, moments, partial_products, total_map
+from ..models.base import forward, input_shape, output_shape, param_shapes
+from ..models.deep_linear import DeepLinear, LinearMoments, _prefixes, _suffixes
 from ..params import flatten, num_params, unflatten
-from ..validation import check_finite
+from ..validation import (
+    ArgumentTypeError,
+    check_call,
+    check_finite,
+    check_nonneg,
+    check_q,
+    check_rcond,
+    check_real,
+)
 
 __all__ = [
     "FORMS",
@@ -83,6 +91,7 @@ __all__ = [
     "qngd_direction_dual",
     "qngd_direction_full",
     "qngd_direction_map",
+    "qngd_forms",
     "regularized_ngd_direction",
 ]
 
@@ -92,69 +101,18 @@ FORMS = ("auto", "full", "dual", "map")
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_q(q) -> float:
-    if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or q < 1:
-        raise ValueError(f"q: expected a real number >= 1 (math.inf for SGD), got {q!r}")
-    return float(q)
-
-
-def _check_nonneg(value, name: str, *, allow_inf: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value) and value >= 0
-    if ok and not allow_inf and math.isinf(value):
-        ok = False
-    if not ok:
-        what = "a real number >= 0" + (" (math.inf allowed)" if allow_inf else " (finite)")
-        raise ValueError(f"{name}: expected {what}, got {value!r}")
-    return float(value)
-
-
-def _check_rcond(rcond):
-    if rcond is None:
-        return None
-    return _check_nonneg(rcond, "rcond")
-
-
-def _check_params(model, params):
-    xp = backend.namespace_of(params=tuple(params))
-    shapes = param_shapes(model)
-    if not isinstance(params, (tuple, list)) or len(params) != len(shapes):
-        raise ValueError(
-            f"params: expected a tuple of {len(shapes)} arrays (shapes {list(shapes)}), got "
-            f"{len(params) if isinstance(params, (tuple, list)) else type(params).__name__}"
-        )
-    for i, (p, s) in enumerate(zip(params, shapes)):
-        if tuple(p.shape) != tuple(s):
-            raise ValueError(f"params[{i}]: expected shape {tuple(s)}, got {tuple(p.shape)}")
-        backend.check_float(p, f"params[{i}]", xp)
-    _check_finite_tree(params, "params", xp)
-    return xp
-
-
-def _check_finite_tree(tree, name, xp):
-    """One host synchronization for all tensors; on failure name the first bad one."""
-    ok = None
-    for t in tree:
-        f = xp.all(xp.isfinite(t))
-        ok = f if ok is None else xp.logical_and(ok, f)
-    if ok is not None and not bool(ok):
-        for i, t in enumerate(tree):
-            check_finite(t, f"{name}[{i}]", xp)
-
-
-def _check_grad(grad, xp):
-    _check_finite_tree(grad, "gradient", xp)
-
-
 def _default_rcond(n: int, dtype, xp) -> float:
     """Cut-off relative to the largest eigenvalue: ``n * eps`` of ``dtype``."""
     return max(n, 1) * float(xp.finfo(dtype).eps)
 
 
-def _resolve(model, params, q, damping, rcond):
-    q = _check_q(q)
-    damping = _check_nonneg(damping, "damping")
-    rcond = _check_rcond(rcond)
-    xp = _check_params(model, params)
+def _resolve(model, params, batch, loss, q, damping, rcond):
+    """The boundary of every direction: scalars, then the call (check_call); returns
+    ``(xp, q, damping, rcond)`` with the default cut-off ``P * eps`` filled in."""
+    q = check_q(q)
+    damping = check_nonneg(damping, "damping")
+    rcond = check_rcond(rcond)
+    xp = check_call(model, params, batch=batch, loss=loss)
     if rcond is None:
         rcond = _default_rcond(num_params(param_shapes(model)), params[0].dtype, xp)
     return xp, q, damping, rcond
@@ -162,6 +120,13 @@ def _resolve(model, params, q, damping, rcond):
 
 def _neg(tree):
     return tuple(-t for t in tree)
+
+
+def _gradient(xp, model, params, batch, loss):
+    """Trusted gradient; NaN/Inf in it (finite inputs whose loss overflows) is an error."""
+    _, g = value_and_grad.trusted(model, params, batch, loss, xp=xp)
+    backend.check_all_finite(xp, [(f"gradient[{i}]", t) for i, t in enumerate(g)])
+    return g
 
 
 # ----------------------------------------------------------------------------- full form
@@ -191,33 +156,36 @@ def qngd_direction_full(model, params, batch, q, *, damping=0.0, rcond=None, los
     -------
     tuple of arrays shaped like ``params``: the direction (no learning rate).
     """
-    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
-    _, g = value_and_grad(model, params, batch, loss)
-    _check_grad(g, xp)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
+    return _full(xp, model, params, batch, q, damping, rcond, loss)
+
+
+def _full(xp, model, params, batch, q, damping, rcond, loss):
+    g = _gradient(xp, model, params, batch, loss)
     if math.isinf(q):
         return _neg(g)
-    gmat = ggn_matrix(model, params, batch, loss)
-    check_finite(gmat, "ggn", xp)
+    gmat = ggn_matrix.trusted(model, params, batch, loss, xp=xp)
     power = psd_power(gmat, -1.0 / q, rcond=rcond, damping=damping)
     d = xp.matmul(power, flatten(g)[:, None])[:, 0]
     return unflatten(-d, param_shapes(model), "direction")
 
 
 # ----------------------------------------------------------------------------- dual form
-def _dual_factors(model, params, batch, loss, xp):
-    """A (B k, P) and s (B k,) with G = A^T A and g = A^T s (see module docstring)."""
+def _check_dual_batch(batch):
     if isinstance(batch, LinearMoments):
-        raise TypeError("batch: expected a tuple (x, y) for form='dual' (per-sample Jacobians), got LinearMoments")
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"batch: expected a tuple (x, y), got {type(batch).__name__}")
+        raise ArgumentTypeError(
+            "batch: expected a tuple (x, y) for form='dual' (per-sample Jacobians), got LinearMoments"
+        )
+
+
+def _dual_factors(xp, model, params, batch, loss):
+    """A (B k, P) and s (B k,) with G = A^T A and g = A^T s (see module docstring)."""
     x, y = batch
-    backend.namespace_of(params=tuple(params), x=x, y=y)
-    check_finite(x, "batch x", xp)
     nb = x.shape[0]
-    out = forward(model, params, x)
+    out = forward.trusted(model, params, x, xp=xp)
     grad_out = loss_grad(loss, out, y)  # (B, k), per sample
-    check_finite(grad_out, "output gradient", xp)
-    jac = jacobian(model, params, x)  # (B, k, P)
+    check_finite(grad_out, "batch y", xp)  # finite inputs whose loss gradient overflows
+    jac = jacobian.trusted(model, params, x, xp=xp)  # (B, k, P)
     scale = 1.0 / math.sqrt(nb)
     if isinstance(loss, MSE):
         a = jac
@@ -248,8 +216,13 @@ def qngd_direction_dual(model, params, batch, q, *, damping=0.0, rcond=None, los
     relative to the largest eigenvalue of A A^T, which equals that of G (default
     ``P * eps``, as in the other forms).
     """
-    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
-    a, s = _dual_factors(model, params, batch, loss, xp)
+    _check_dual_batch(batch)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
+    return _dual(xp, model, params, batch, q, damping, rcond, loss)
+
+
+def _dual(xp, model, params, batch, q, damping, rcond, loss):
+    a, s = _dual_factors(xp, model, params, batch, loss)
     g = xp.matmul(xp.matrix_transpose(a), s[:, None])[:, 0]
     check_finite(g, "gradient", xp)
     shapes = param_shapes(model)
@@ -282,7 +255,7 @@ def _sqrt_and_inverse_sqrt(sxx, xp):
     return half, inv_half
 
 
-def _map_factor(params, batch, xp):
+def _map_factor(xp, params, wbar, batch):
     """A factor C (r, n0) of the input moment, Sxx = C^T C, and S (nL, r) with R = S C.
 
     R = <(f(x) - y) x^T> is the map-space gradient. ``C = None`` stands for the identity
@@ -292,26 +265,20 @@ def _map_factor(params, batch, xp):
     with Sxx != I: C = Sxx^{1/2}, S = R Sxx^{+1/2}; this one inverse makes the result
     sensitive to rounding in Sxx by about eps * sqrt(cond(Sxx)).
     """
-    wbar = total_map(params)
     if isinstance(batch, LinearMoments):
         sxx, syx = batch.sxx, batch.syx
-        check_finite(sxx, "batch.sxx", xp)
-        check_finite(syx, "batch.syx", xp)
         resid = xp.matmul(wbar, sxx) - syx
         check_finite(resid, "gradient", xp)
         if _is_identity(sxx, xp):
             return None, resid
         half, inv_half = _sqrt_and_inverse_sqrt(sxx, xp)
         return half, xp.matmul(resid, inv_half)
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"batch: expected a tuple (x, y) or LinearMoments, got {type(batch).__name__}")
-    mom = moments(*batch)  # validates x and y (shapes, dtype, finite)
     x, y = batch
     nb, n0 = x.shape
     err = xp.matmul(x, xp.matrix_transpose(wbar)) - y  # residuals E, (B, nL)
     check_finite(err, "gradient", xp)
     err_t = xp.matrix_transpose(err)
-    if _is_identity(mom.sxx, xp):
+    if _is_identity(xp.matmul(xp.matrix_transpose(x), x) / nb, xp):
         return None, xp.matmul(err_t, x) / nb
     root = math.sqrt(nb)
     if nb >= n0:
@@ -353,14 +320,19 @@ def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss
     -------
     tuple of arrays shaped like ``params``.
     """
-    if not isinstance(model, DeepLinear):
-        raise TypeError(f"model: expected a DeepLinear network for form='map', got {type(model).__name__}")
-    if not isinstance(loss, MSE):
-        raise TypeError(f"loss: expected MSE() for form='map' (Huh eq 1), got {loss!r}")
-    xp, q, damping, rcond = _resolve(model, params, q, damping, rcond)
-    backend.namespace_of(params=tuple(params), batch=batch)
-    prefix, suffix = partial_products(params)
-    c, s = _map_factor(params, batch, xp)
+    if "map" not in qngd_forms(model, loss):
+        if not isinstance(model, DeepLinear):
+            raise ArgumentTypeError(
+                f"model: expected a DeepLinear network for form='map', got {type(model).__name__}")
+        raise ArgumentTypeError(f"loss: expected MSE() for form='map' (Huh eq 1), got {loss!r}")
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
+    return _map(xp, model, params, batch, q, damping, rcond, loss)
+
+
+def _map(xp, model, params, batch, q, damping, rcond, loss):
+    pre_all = _prefixes(xp, params)
+    prefix, suffix = pre_all[:-1], _suffixes(xp, params)
+    c, s = _map_factor(xp, params, pre_all[-1], batch)
     n_out, r = s.shape
     if math.isinf(q):
         lam = s
@@ -387,23 +359,43 @@ def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss
 
 
 # ----------------------------------------------------------------------------- dispatcher
-def _choose_form(model, params, batch, loss):
-    p = num_params(param_shapes(model))
-    sizes = {}
-    if isinstance(model, DeepLinear) and isinstance(loss, MSE):
-        r = params[0].shape[1]
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            r = min(r, batch[0].shape[0])
-        sizes["map"] = params[-1].shape[0] * r
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        x = batch[0]
-        k = params[-1].shape[0] if isinstance(model, DeepLinear) else None
-        if k is None:
-            k = forward(model, params, x[:1]).shape[1]
-        sizes["dual"] = x.shape[0] * k
-    sizes["full"] = p
-    order = {"map": 0, "dual": 1, "full": 2}
-    return min(sizes, key=lambda f: (sizes[f], order[f]))
+@functools.singledispatch
+def qngd_forms(model, loss) -> tuple[str, ...]:
+    """The exact forms of :func:`qngd_direction` that a model family supports for ``loss``.
+
+    The default is ``("full", "dual")`` (any model with the generic passes); deep linear
+    networks with the squared error add the map-space form ``"map"`` (Huh 2020 S.I.1). A
+    family registers its own list; ``form="auto"`` chooses among these.
+    """
+    return ("full", "dual")
+
+
+@qngd_forms.register(DeepLinear)
+def _(model, loss):
+    return ("full", "dual", "map") if isinstance(loss, MSE) else qngd_forms.dispatch(object)(model, loss)
+
+
+_FORM_ORDER = {"map": 0, "dual": 1, "full": 2}
+
+
+def _form_size(form, model, batch):
+    """Size of the matrix each form decomposes: P (full), B k (dual), nL min(n0, B) (map)."""
+    raw = not isinstance(batch, LinearMoments)
+    if form == "full":
+        return num_params(param_shapes(model))
+    if form == "dual":
+        return batch[0].shape[0] * math.prod(output_shape(model)) if raw else None
+    r = math.prod(input_shape(model))
+    return math.prod(output_shape(model)) * (min(r, batch[0].shape[0]) if raw else r)
+
+
+def _choose_form(model, batch, loss):
+    sizes = {f: _form_size(f, model, batch) for f in qngd_forms(model, loss)}
+    sizes = {f: n for f, n in sizes.items() if n is not None}
+    return min(sizes, key=lambda f: (sizes[f], _FORM_ORDER[f]))
+
+
+_IMPLS = {"full": _full, "dual": _dual, "map": _map}
 
 
 def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=None, loss=MSE()):
@@ -440,13 +432,12 @@ def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=N
     """
     if form not in FORMS:
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
-    _check_q(q)
-    _check_nonneg(damping, "damping")
-    if form == "auto":
-        _check_params(model, params)
-        form = _choose_form(model, params, batch, loss)
-    fn = {"full": qngd_direction_full, "dual": qngd_direction_dual, "map": qngd_direction_map}[form]
-    return fn(model, params, batch, q, damping=damping, rcond=rcond, loss=loss)
+    if form != "auto":
+        fn = {"full": qngd_direction_full, "dual": qngd_direction_dual, "map": qngd_direction_map}[form]
+        return fn(model, params, batch, q, damping=damping, rcond=rcond, loss=loss)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
+    form = _choose_form(model, batch, loss)
+    return _IMPLS[form](xp, model, params, batch, q, damping, rcond, loss)
 
 
 # ----------------------------------------------------------------------------- block-diagonal
@@ -470,31 +461,44 @@ def qngd_blockdiag_direction(model, params, batch, q, *, damping=0.0, rcond=None
     Unlike the full-curvature rules these directions are not orthogonal to the
     null space of the GGN, so they break the conservation law of Huh Theorem 1.
     """
-    q = _check_q(q)
-    damping = _check_nonneg(damping, "damping")
-    rcond = _check_rcond(rcond)
-    xp = _check_params(model, params)
-    _, g = value_and_grad(model, params, batch, loss)
-    _check_grad(g, xp)
-    nblocks = len(params)
+    q = check_q(q)
+    damping = check_nonneg(damping, "damping")
+    rcond = check_rcond(rcond)
+    xp = check_call(model, params, batch=batch, loss=loss)
+    g = _gradient(xp, model, params, batch, loss)
     if math.isinf(q):
         return _neg(g)
-    norm = float(nblocks) ** (1.0 / q)
+    norm = float(len(params)) ** (1.0 / q)
+    d = blockdiag_power_apply(model, params, batch, loss, g, -1.0 / q, rcond, damping, xp=xp)
+    return tuple(-di / norm for di in d)
+
+
+@functools.singledispatch
+def blockdiag_power_apply(model, params, batch, loss, g, p, rcond, damping, *, xp):
+    """Trusted per-tensor ``(G_ii + damping I)^p g_i`` for the block-diagonal rules.
+
+    The default materializes the diagonal GGN blocks (:func:`arraycurv.ggn_block_diag`)
+    and applies :func:`arraycurv.linalg.psd_power` to each; deep linear networks with the
+    squared error register the Kronecker form G_ii = E_i (x) A_i (Bernacchia eq 22) with
+    :func:`arraycurv.linalg.kron_psd_power_apply`. ``rcond=None`` means ``P_i * eps``.
+    """
     out = []
-    if isinstance(model, DeepLinear) and isinstance(loss, MSE):
-        factors = fisher_kron_factors(model, params, batch)
-        for gi, (e_i, a_i) in zip(g, factors):
-            rc = rcond if rcond is not None else _default_rcond(gi.shape[0] * gi.shape[1], gi.dtype, xp)
-            di = kron_psd_power_apply(e_i, a_i, gi, -1.0 / q, rcond=rc, damping=damping)
-            out.append(-di / norm)
-        return tuple(out)
-    blocks = ggn_block_diag(model, params, batch, loss)
-    for gi, blk in zip(g, blocks):
+    for gi, blk in zip(g, ggn_block_diag.trusted(model, params, batch, loss, xp=xp)):
         n = blk.shape[0]
         rc = rcond if rcond is not None else _default_rcond(n, gi.dtype, xp)
-        power = psd_power(blk, -1.0 / q, rcond=rc, damping=damping)
-        di = xp.reshape(xp.matmul(power, xp.reshape(gi, (n, 1))), gi.shape)
-        out.append(-di / norm)
+        power = psd_power(blk, p, rcond=rc, damping=damping)
+        out.append(xp.reshape(xp.matmul(power, xp.reshape(gi, (n, 1))), gi.shape))
+    return tuple(out)
+
+
+@blockdiag_power_apply.register(DeepLinear)
+def _(model, params, batch, loss, g, p, rcond, damping, *, xp):
+    if not isinstance(loss, MSE):
+        return blockdiag_power_apply.dispatch(object)(model, params, batch, loss, g, p, rcond, damping, xp=xp)
+    out = []
+    for gi, (e_i, a_i) in zip(g, _kron_factors(xp, model, params, batch)):
+        rc = rcond if rcond is not None else _default_rcond(gi.shape[0] * gi.shape[1], gi.dtype, xp)
+        out.append(kron_psd_power_apply(e_i, a_i, gi, p, rcond=rc, damping=damping))
     return tuple(out)
 
 
@@ -508,7 +512,7 @@ def regularized_ngd_direction(model, params, batch, eps, *, form="auto", rcond=N
     ``(eps + 1)`` times the damped NGD direction (q = 1, damping = eps) in the given
     ``form``; ``eps = math.inf`` returns -g.
     """
-    eps = _check_nonneg(eps, "eps", allow_inf=True)
+    eps = check_nonneg(eps, "eps", allow_inf=True)
     if math.isinf(eps):
         return qngd_direction(model, params, batch, math.inf, form=form, rcond=rcond, loss=loss)
     d = qngd_direction(model, params, batch, 1.0, form=form, damping=eps, rcond=rcond, loss=loss)
@@ -520,15 +524,32 @@ def clip_direction(direction, max_norm):
     when its Euclidean norm (over all tensors) exceeds it; otherwise return it unchanged.
 
     The factor ``max_norm / norm`` (exactly 1 when the norm does not exceed ``max_norm``)
-    is computed on the arrays' device (no host synchronization); the clipped norm equals
+    is computed on the arrays' device; the norm is formed from the entries scaled by the
+    largest magnitude, so steps of 1e200 are clipped correctly (no overflow to inf), and
+    a direction with NaN/Inf is an error naming ``direction[i]``. The clipped norm equals
     ``max_norm`` up to rounding.
     """
-    max_norm = _check_nonneg(max_norm, "max_norm")
-    if max_norm == 0:
-        raise ValueError(f"max_norm: expected a real number > 0, got {max_norm!r}")
-    xp = backend.namespace_of(direction=tuple(direction))
-    sq = sum(xp.sum(d * d) for d in direction)
-    norm = xp.sqrt(sq)
+    max_norm = check_real(max_norm, "max_norm", lo=0, lo_open=True, want="a finite real number > 0")
+    pairs = [(f"direction[{i}]", d) for i, d in enumerate(direction)]
+    xp = backend.namespace_of_pairs(pairs)
+    backend.check_all_finite(xp, pairs)
+    norm = _scaled_norm(xp, direction)
     limit = xp.asarray(max_norm, dtype=norm.dtype, device=backend.device_of(norm))
     factor = xp.where(norm > limit, limit / xp.maximum(norm, limit), xp.ones_like(norm))
     return tuple(d * factor for d in direction)
+
+
+def _scaled_norm(xp, tree):
+    """Euclidean norm of a tuple of arrays without overflow or underflow: the entries are
+    divided by the largest magnitude before squaring (a norm of 2e200 is 2e200, not inf)."""
+    amax = xp.max(xp.stack([xp.max(xp.abs(d)) if math.prod(d.shape) else xp.zeros_like(xp.sum(d))
+                            for d in tree]))
+    scale = xp.where(amax > 0, amax, xp.ones_like(amax))
+    sq = sum(xp.sum((d / scale) * (d / scale)) for d in tree)
+    return scale * xp.sqrt(sq)
+
+
+def _kron_factors(xp, model, params, batch):
+    """Trusted (E_i, A_i) of :func:`arraycurv.curvature.fisher_kron_factors`."""
+    pre, suf, sxx = _ggn_factors(xp, model, params, batch)
+    return tuple((st.T @ st, (pr @ sxx) @ pr.T) for pr, st in zip(pre, suf))

@@ -7,9 +7,10 @@
 
 from . import integrate, theory, training
 from .integrate import IntegrationError, OdeSolution, rk4_fixed, solve_ode
-from .training import TrainResult, integrate_rule, print_progress, rule_velocity, train
+from .training import DivergenceError, TrainResult, integrate_rule, print_progress, rule_velocity, train
 
 __all__ = [
+    "DivergenceError",
     "IntegrationError",
     "OdeSolution",
     "TrainResult",

@@ -12,6 +12,29 @@ keeps its namespace, dtype and device. The algorithm is the one of
 ``scipy.integrate.solve_ivp(method='RK45')`` (same tableau, same initial step selection,
 same step-size controller), so on NumPy the two take the same steps.
 
+The pieces, as in scipy's ``rk.py``: a stage step (:func:`_rk_step`), the error norm,
+a step-size controller (:func:`_control`, in the loop of :class:`_Stepper`) and dense
+output (:func:`_dense`, collected by :class:`_Output`).
+
+Each step uses the 7-stage Dormand-Prince pair with the first-same-as-last property
+(the last stage is f(t_new, y_new), reused as the first stage of the next step). The
+local error estimate ``err = h sum_j e_j k_j`` is measured with the norm of Hairer,
+Norsett & Wanner (1993) Sec. II.4,
+
+    ||err|| = sqrt(mean((err / (atol + rtol * max(|y|, |y_new|)))^2)),
+
+the mean taken over all entries of all arrays of the state. A step is accepted when
+``||err|| < 1``; the next step size is ``h * min(10, 0.9 ||err||^(-1/5))`` after an
+accepted step (no increase right after a rejection) and
+``h * max(0.2, 0.9 ||err||^(-1/5))`` after a rejected one. This is the controller of
+scipy's RK45.
+
+Output at ``t_eval`` uses the Dormand-Prince continuous extension (Shampine 1986,
+fourth order, the interpolant of scipy's RK45) inside the accepted step that contains
+each time; the step sequence does not depend on ``t_eval``. A time equal to the end
+of a step (in particular ``t1``) returns that step's state exactly, ``t0`` returns
+``y0``.
+
 :func:`rk4_fixed` is the classical fixed-step fourth-order Runge-Kutta method, for
 reference and convergence tests.
 """
@@ -27,6 +50,7 @@ from typing import Any
 import array_api_compat
 
 from .. import backend
+from ..validation import check_real
 
 __all__ = ['IntegrationError', 'OdeSolution', 'rk4_fixed', 'solve_ode']
 
@@ -163,28 +187,14 @@ def _all_finite(xp, arrays) -> bool:
     return all(bool(xp.all(xp.isfinite(a))) for a in arrays if _size(a) != 0)
 
 
-def _check_float_number(value, name, *, positive=False, nonneg=False, allow_inf=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a real number, got {value!r}") from None
-    if math.isnan(v) or (math.isinf(v) and not allow_inf):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if positive and not v > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-    if nonneg and not v >= 0:
-        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-    return v
-
-
 def _prepare(fun, t_span, y0):
     """Validate t_span and y0, return (xp, t0, t1, leaves, is_tuple, wrapped fun)."""
     if not callable(fun):
         raise TypeError(f"fun: expected a callable fun(t, y), got {type(fun).__name__}")
     if isinstance(t_span, (str, bytes)) or not isinstance(t_span, Sequence) or len(t_span) != 2:
         raise ValueError(f"t_span: expected a pair (t0, t1) of finite numbers, got {t_span!r}")
-    t0 = _check_float_number(t_span[0], "t_span")
-    t1 = _check_float_number(t_span[1], "t_span")
+    t0 = check_real(t_span[0], "t_span")
+    t1 = check_real(t_span[1], "t_span")
     is_tuple = isinstance(y0, (tuple, list))
     leaves = _leaves(y0)
     if is_tuple and len(leaves) == 0:
@@ -292,6 +302,174 @@ def _dense(y_old, h, ks, x):
     return _combine(y_old, h, coeffs, ks)
 
 
+def _rk_step(f, t, y, f_cur, h, t_new):
+    """One Dormand-Prince step from (t, y) to t_new = t + h (scipy ``rk_step``): the
+    fifth-order state and the 7 stages, the last being f(t_new, y_new) (FSAL)."""
+    ks = [f_cur]
+    for s in range(1, 6):
+        ks.append(f(t + _C[s] * h, _combine(y, h, _A[s], ks)))
+    y_new = _combine(y, h, _B, ks)
+    ks.append(f(t_new, y_new))
+    return y_new, ks
+
+
+def _error_norm(xp, y, y_new, h, ks, rtol, atol, total):
+    """Hairer-Norsett-Wanner RMS norm of the local error estimate h sum_j e_j k_j."""
+    err = _combine(None, h, _E, ks)
+    scale = tuple(atol + rtol * xp.maximum(xp.abs(a), xp.abs(b)) for a, b in zip(y, y_new))
+    return _rms(xp, _scaled(xp, err, scale, atol), total)
+
+
+def _control(error_norm, step_rejected):
+    """Step-size controller of scipy's RK45: the factor for the next step size, and
+    whether the step is accepted (``error_norm < 1``)."""
+    if error_norm < 1.0:
+        factor = _MAX_FACTOR if error_norm == 0 else min(_MAX_FACTOR, _SAFETY * error_norm**_ERROR_EXPONENT)
+        return (min(1.0, factor) if step_rejected else factor), True
+    return max(_MIN_FACTOR, _SAFETY * error_norm**_ERROR_EXPONENT), False
+
+
+@dataclass
+class _Stepper:
+    """The adaptive loop of :func:`solve_ode`: attempts steps until one is accepted."""
+
+    xp: Any
+    f: Callable
+    t1: float
+    direction: float
+    rtol: float
+    atol: float
+    total: int
+    max_step: float
+    max_steps: int
+    nfev: int = 0
+    nsteps: int = 0
+    nrejected: int = 0
+    attempts: int = 0
+
+    def _fail(self, t, h_abs, min_step, nonfinite):
+        if nonfinite:
+            raise IntegrationError(
+                f"solve_ode: the state or derivative became NaN/Inf at t={t:.17g}: every trial step "
+                f"produced NaN/Inf until the step size {h_abs:.3g} fell below 10*eps*|t| = {min_step:.3g}"
+            )
+        raise IntegrationError(
+            f"solve_ode: step size {h_abs:.3g} fell below 10*eps*|t| = {min_step:.3g} at t={t:.17g}; "
+            f"cannot meet rtol={self.rtol:g}, atol={self.atol:g} (the problem may be stiff or singular there)"
+        )
+
+    def step(self, t, y, f_cur, h_abs):
+        """One accepted step from (t, y): ``(t_new, y_new, f_new, h, ks, h_next)``."""
+        xp, direction = self.xp, self.direction
+        min_step = 10.0 * max(_EPS64 * abs(t), math.ulp(t))
+        h_abs = min(h_abs, self.max_step)
+        step_rejected = nonfinite = False
+        while True:
+            if h_abs < min_step:
+                self._fail(t, h_abs, min_step, nonfinite)
+            if self.attempts >= self.max_steps:
+                raise IntegrationError(
+                    f"solve_ode: max_steps={self.max_steps} steps taken (accepted {self.nsteps}, rejected "
+                    f"{self.nrejected}) and only reached t={t:.17g} of t_end={self.t1:g}; the problem may be stiff, "
+                    f"or raise max_steps"
+                )
+            self.attempts += 1
+            t_new = t + direction * h_abs
+            if direction * (t_new - self.t1) > 0:
+                t_new = self.t1
+            h = t_new - t
+            h_abs = abs(h)
+            y_new, ks = _rk_step(self.f, t, y, f_cur, h, t_new)
+            f_new = ks[-1]
+            self.nfev += 6
+            error_norm = _error_norm(xp, y, y_new, h, ks, self.rtol, self.atol, self.total)
+            if math.isnan(error_norm) or not _all_finite(xp, y_new) or not _all_finite(xp, f_new):
+                nonfinite = step_rejected = True
+                self.nrejected += 1
+                h_abs *= _MIN_FACTOR
+                continue
+            factor, accepted = _control(error_norm, step_rejected)
+            if accepted:
+                self.nsteps += 1
+                return t_new, y_new, f_new, h, ks, h_abs * factor
+            nonfinite = False
+            step_rejected = True
+            self.nrejected += 1
+            h_abs *= factor
+
+
+class _Output:
+    """Collects the output times and states: every accepted step, or the times of
+    ``t_eval`` by dense output (the continuous extension, :func:`_dense`)."""
+
+    def __init__(self, t_eval, direction, is_tuple):
+        self.pending = list(t_eval) if t_eval is not None else None
+        self.direction, self.is_tuple = direction, is_tuple
+        self.ts: list[float] = []
+        self.ys: list[Any] = []
+
+    def _emit(self, t, y):
+        self.ts.append(t)
+        self.ys.append(_rebuild(y, self.is_tuple))
+
+    def initial(self, t0, y):
+        if self.pending is None:
+            self._emit(t0, y)
+        while self.pending and self.pending[0] == t0:
+            self._emit(self.pending.pop(0), y)
+
+    def step(self, t_old, t_new, y_old, y_new, h, ks):
+        if self.pending is None:
+            self._emit(t_new, y_new)
+            return
+        while self.pending and self.direction * (self.pending[0] - t_new) <= 0:
+            tq = self.pending.pop(0)
+            self._emit(tq, y_new if tq == t_new else _dense(y_old, h, ks, (tq - t_old) / h))
+
+
+def _check_options(rtol, atol, max_step, max_steps, progress):
+    """Validated ``(rtol, atol, max_step)`` (and max_steps, progress)."""
+    rtol = check_real(rtol, "rtol", lo=0, lo_open=True)
+    atol = check_real(atol, "atol", lo=0)
+    max_step = check_real(max_step, "max_step", lo=0, lo_open=True, allow_inf=True)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps: expected an integer >= 1, got {max_steps!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress: expected a callable progress(t, t_end) or None, got {type(progress).__name__}")
+    return rtol, atol, max_step
+
+
+def _check_rtol_and_first_step(xp, y, rtol, first_step, interval):
+    """rtol raised to 100 eps of the state dtype (with a warning, as scipy), first_step checked."""
+    eps_state = float(xp.finfo(y[0].dtype).eps)
+    if rtol < 100 * eps_state:
+        warnings.warn(
+            f"rtol: {rtol:g} is below 100 * eps of {y[0].dtype} and cannot be met; using {100 * eps_state:g}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        rtol = 100 * eps_state
+    if first_step is not None:
+        first_step = check_real(first_step, "first_step", lo=0, lo_open=True)
+        if first_step > interval and interval > 0:
+            raise ValueError(f"first_step: expected at most |t1 - t0| = {interval:g}, got {first_step!r}")
+    return rtol, first_step
+
+
+def _start(stepper: _Stepper, t0, y, first_step):
+    """f(t0, y0) (checked finite) and the first step size (given, or Hairer-Norsett-Wanner's)."""
+    xp, f = stepper.xp, stepper.f
+    f_cur = f(t0, y)
+    stepper.nfev += 1
+    if not _all_finite(xp, f_cur):
+        raise IntegrationError(f"solve_ode: the derivative fun(t, y0) is NaN/Inf at t={t0:g} (the initial point)")
+    if first_step is not None:
+        return f_cur, first_step
+    stepper.nfev += 1
+    return f_cur, _initial_step(xp, f, t0, y, f_cur, stepper.t1, stepper.max_step, stepper.direction, stepper.rtol,
+                                stepper.atol, stepper.total)
+
+
 def solve_ode(
     fun: Callable[[float, Any], Any],
     t_span: Sequence[float],
@@ -307,24 +485,10 @@ def solve_ode(
 ) -> OdeSolution:
     """Integrate ``dy/dt = fun(t, y)`` with the adaptive Dormand-Prince 5(4) method.
 
-    Each step uses the 7-stage Dormand-Prince pair with the first-same-as-last property
-    (the last stage is f(t_new, y_new), reused as the first stage of the next step). The
-    local error estimate ``err = h sum_j e_j k_j`` is measured with the norm of Hairer,
-    Norsett & Wanner (1993) Sec. II.4,
-
-        ||err|| = sqrt(mean((err / (atol + rtol * max(|y|, |y_new|)))^2)),
-
-    the mean taken over all entries of all arrays of the state. A step is accepted when
-    ``||err|| < 1``; the next step size is ``h * min(10, 0.9 ||err||^(-1/5))`` after an
-    accepted step (no increase right after a rejection) and
-    ``h * max(0.2, 0.9 ||err||^(-1/5))`` after a rejected one. This is the controller of
-    ``scipy.integrate.solve_ivp(method='RK45')``.
-
-    Output at ``t_eval`` uses the Dormand-Prince continuous extension (Shampine 1986,
-    fourth order, the interpolant of scipy's RK45) inside the accepted step that contains
-    each time; the step sequence does not depend on ``t_eval``. A time equal to the end
-    of a step (in particular ``t1``) returns that step's state exactly, ``t0`` returns
-    ``y0``.
+    The step, its error norm, the step-size controller and the dense output are those of
+    ``scipy.integrate.solve_ivp(method='RK45')``; they are described in the module
+    docstring (stage step :func:`_rk_step`, controller :func:`_control`, continuous
+    extension :func:`_dense`).
 
     Parameters
     ----------
@@ -359,145 +523,33 @@ def solve_ode(
     Raises
     ------
     IntegrationError
-        If the step size falls below ``10 eps |t|`` (tolerance cannot be met), if more
-        than ``max_steps`` steps are needed, or if the state or derivative becomes
-        NaN/Inf (trial steps that produce NaN/Inf are rejected and shrunk first; the error
-        is raised when that does not help, or at once when ``fun(t0, y0)`` is not finite).
+        If the step size falls below ``10 eps |t|`` (tolerance cannot be met), more than
+        ``max_steps`` steps are needed, or the state or derivative becomes NaN/Inf (such
+        trial steps are rejected and shrunk first; at once when ``fun(t0, y0)`` is not).
     ValueError
-        For bad arguments (the message names ``t_span``, ``rtol``, ``atol``, ``t_eval``,
-        ``first_step``, ``max_step``, ``max_steps``, ``y0`` or ``fun``).
+        For bad arguments (the message names the argument).
     """
     xp, t0, t1, y, is_tuple, f = _prepare(fun, t_span, y0)
-    rtol = _check_float_number(rtol, "rtol", positive=True)
-    atol = _check_float_number(atol, "atol", nonneg=True)
-    max_step = _check_float_number(max_step, "max_step", positive=True, allow_inf=True)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps: expected an integer >= 1, got {max_steps!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress: expected a callable progress(t, t_end) or None, got {type(progress).__name__}")
+    rtol, atol, max_step = _check_options(rtol, atol, max_step, max_steps, progress)
     t_out_req = _parse_t_eval(t_eval, t0, t1)
-    eps_state = float(xp.finfo(y[0].dtype).eps)
-    if rtol < 100 * eps_state:
-        warnings.warn(
-            f"rtol: {rtol:g} is below 100 * eps of {y[0].dtype} and cannot be met; using {100 * eps_state:g}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        rtol = 100 * eps_state
-    direction = 1.0 if t1 >= t0 else -1.0
     interval = abs(t1 - t0)
-    if first_step is not None:
-        first_step = _check_float_number(first_step, "first_step", positive=True)
-        if first_step > interval and interval > 0:
-            raise ValueError(f"first_step: expected at most |t1 - t0| = {interval:g}, got {first_step!r}")
+    rtol, first_step = _check_rtol_and_first_step(xp, y, rtol, first_step, interval)
+    direction = 1.0 if t1 >= t0 else -1.0
     total = sum(_size(a) for a in y)
-
-    ts: list[float] = []
-    ys: list[Any] = []
-    pending = list(t_out_req) if t_out_req is not None else None
-
-    def emit_until(t_old, t_hi, y_old, y_new, h, ks):
-        # Emit pending t_eval points in (t_old, t_hi] using the continuous extension.
-        while pending and direction * (pending[0] - t_hi) <= 0:
-            tq = pending.pop(0)
-            if tq == t_hi:
-                ys.append(_rebuild(y_new, is_tuple))
-            else:
-                ys.append(_rebuild(_dense(y_old, h, ks, (tq - t_old) / h), is_tuple))
-            ts.append(tq)
-
-    # initial point
-    if pending is None:
-        ts.append(t0)
-        ys.append(_rebuild(y, is_tuple))
-    else:
-        while pending and pending[0] == t0:
-            ts.append(pending.pop(0))
-            ys.append(_rebuild(y, is_tuple))
-
-    nfev = 0
+    out = _Output(t_out_req, direction, is_tuple)
+    out.initial(t0, y)
     if interval == 0.0:
-        return OdeSolution(t=ts, y=ys, nfev=0, nsteps=0, nrejected=0)
-
-    f_cur = f(t0, y)
-    nfev += 1
-    if not _all_finite(xp, f_cur):
-        raise IntegrationError(f"solve_ode: the derivative fun(t, y0) is NaN/Inf at t={t0:g} (the initial point)")
-    if first_step is None:
-        h_abs = _initial_step(xp, f, t0, y, f_cur, t1, max_step, direction, rtol, atol, total)
-        nfev += 1
-    else:
-        h_abs = first_step
-
+        return OdeSolution(t=out.ts, y=out.ys, nfev=0, nsteps=0, nrejected=0)
+    stepper = _Stepper(xp, f, t1, direction, rtol, atol, total, max_step, max_steps)
+    f_cur, h_abs = _start(stepper, t0, y, first_step)
     t = t0
-    nsteps = 0
-    nrejected = 0
-    attempts = 0
     while direction * (t1 - t) > 0:
-        min_step = 10.0 * max(_EPS64 * abs(t), math.ulp(t))
-        h_abs = min(h_abs, max_step)
-        step_rejected = False
-        nonfinite = False
-        while True:
-            if h_abs < min_step:
-                if nonfinite:
-                    raise IntegrationError(
-                        f"solve_ode: the state or derivative became NaN/Inf at t={t:.17g}: every trial step "
-                        f"produced NaN/Inf until the step size {h_abs:.3g} fell below 10*eps*|t| = {min_step:.3g}"
-                    )
-                raise IntegrationError(
-                    f"solve_ode: step size {h_abs:.3g} fell below 10*eps*|t| = {min_step:.3g} at t={t:.17g}; "
-                    f"cannot meet rtol={rtol:g}, atol={atol:g} (the problem may be stiff or singular there)"
-                )
-            if attempts >= max_steps:
-                raise IntegrationError(
-                    f"solve_ode: max_steps={max_steps} steps taken (accepted {nsteps}, rejected {nrejected}) "
-                    f"and only reached t={t:.17g} of t_end={t1:g}; the problem may be stiff, or raise max_steps"
-                )
-            attempts += 1
-            t_new = t + direction * h_abs
-            if direction * (t_new - t1) > 0:
-                t_new = t1
-            h = t_new - t
-            h_abs = abs(h)
-            ks = [f_cur]
-            for s in range(1, 6):
-                ys_stage = _combine(y, h, _A[s], ks)
-                ks.append(f(t + _C[s] * h, ys_stage))
-            y_new = _combine(y, h, _B, ks)
-            f_new = f(t_new, y_new)
-            nfev += 6
-            ks.append(f_new)
-            err = _combine(None, h, _E, ks)
-            scale = tuple(atol + rtol * xp.maximum(xp.abs(a), xp.abs(b)) for a, b in zip(y, y_new))
-            scaled = _scaled(xp, err, scale, atol)
-            error_norm = _rms(xp, scaled, total)
-            if math.isnan(error_norm) or not _all_finite(xp, y_new) or not _all_finite(xp, f_new):
-                nonfinite = True
-                step_rejected = True
-                nrejected += 1
-                h_abs *= _MIN_FACTOR
-                continue
-            if error_norm < 1.0:
-                factor = _MAX_FACTOR if error_norm == 0 else min(_MAX_FACTOR, _SAFETY * error_norm**_ERROR_EXPONENT)
-                if step_rejected:
-                    factor = min(1.0, factor)
-                h_next = h_abs * factor
-                break
-            nonfinite = False
-            step_rejected = True
-            nrejected += 1
-            h_abs *= max(_MIN_FACTOR, _SAFETY * error_norm**_ERROR_EXPONENT)
-        nsteps += 1
-        if pending is None:
-            ts.append(t_new)
-            ys.append(_rebuild(y_new, is_tuple))
-        else:
-            emit_until(t, t_new, y, y_new, h, ks)
-        t, y, f_cur, h_abs = t_new, y_new, f_new, h_next
+        t_new, y_new, f_new, h, ks, h_abs = stepper.step(t, y, f_cur, h_abs)
+        out.step(t, t_new, y, y_new, h, ks)
+        t, y, f_cur = t_new, y_new, f_new
         if progress is not None:
             progress(t, t1)
-    return OdeSolution(t=ts, y=ys, nfev=nfev, nsteps=nsteps, nrejected=nrejected)
+    return OdeSolution(t=out.ts, y=out.ys, nfev=stepper.nfev, nsteps=stepper.nsteps, nrejected=stepper.nrejected)
 
 
 def rk4_fixed(fun: Callable[[float, Any], Any], t_span: Sequence[float], y0: Any, num_steps: int) -> OdeSolution:

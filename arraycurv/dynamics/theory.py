@@ -29,7 +29,8 @@ import math
 from collections.abc import Sequence
 
 from .. import backend
-from ..validation import check_ndim, check_shape
+from ..rules import registry as _rule_registry
+from ..validation import check_ndim, check_real, check_shape
 from .integrate import solve_ode
 
 __all__ = [
@@ -56,43 +57,21 @@ __all__ = [
 
 
 #: Update rules understood by :func:`singular_mode_velocity`, with the equation of Huh (2020).
-RULES = {
-    "sgd": "eq (5)",
-    "ngd": "eq (10)",
-    "qngd": "eq (12)",
-    "sqrt_ngd": "eq (12) with q = 2",
-    "ngd_d": "eq (20)",
-    "sqrt_ngd_d": "eq (21)",
-    "qngd_d": "footnote 4",
-}
+#: Read from the rule registry (:mod:`arraycurv.rules.registry`, ``RuleSpec.mode_equation``).
+RULES = {_n: _s.mode_equation for _n in _rule_registry.RULE_NAMES
+         if (_s := _rule_registry.rule_spec(_n)).mode_equation is not None}
 
 
 _Q_RULES = ("qngd", "qngd_d")
 
 
 # ----------------------------------------------------------------------------- checks
-def _number(value, name, *, lo=None, lo_open=False, allow_inf=False):
-    """A real Python float from ``value``; raise '<name>: expected ..., got ...'."""
-    if isinstance(value, bool) or backend.is_array(value) and getattr(value, "ndim", 1) != 0:
-        raise ValueError(f"{name}: expected a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a real number, got {value!r}") from None
-    if math.isnan(v) or (math.isinf(v) and not (allow_inf and v > 0)):
-        want = "a real number or math.inf" if allow_inf else "a finite real number"
-        raise ValueError(f"{name}: expected {want}, got {value!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{name}: expected a number {'>' if lo_open else '>='} {lo}, got {value!r}")
-    return v
-
-
 def _depth(d, name="d", allow_inf=True):
-    return _number(d, name, lo=1, allow_inf=allow_inf)
+    return check_real(d, name, lo=1, allow_inf=allow_inf)
 
 
 def _q(q, name="q"):
-    return _number(q, name, lo=1, allow_inf=True)
+    return check_real(q, name, lo=1, allow_inf=True)
 
 
 # ----------------------------------------------------------------- exponent, Table 1
@@ -151,7 +130,7 @@ def depth_calibrated_rate(eta: float, d: float, q: float) -> float:
     equals ``eta_bar * sigma_bar^p``. ``q = math.inf`` (SGD) gives eta d; ``d`` must be
     finite.
     """
-    eta = _number(eta, "eta")
+    eta = check_real(eta, "eta")
     d = _depth(d, allow_inf=False)
     q = _q(q)
     return eta * d if math.isinf(q) else eta * d ** (1.0 - 1.0 / q)
@@ -191,7 +170,7 @@ def _sigma_and_star(sigma, sigma_star):
         check_shape(sigma_star, tuple(sigma.shape[:-1]), "sigma_star")
         star = xp.expand_dims(xp.astype(sigma_star, sigma.dtype), axis=-1)
     else:
-        star = _number(sigma_star, "sigma_star")
+        star = check_real(sigma_star, "sigma_star")
     return xp, star
 
 
@@ -264,7 +243,7 @@ def singular_mode_velocity(sigma, sigma_star, eta: float, rule: str, q: float | 
         q = _q(q)
     elif q is not None:
         raise ValueError(f"q: expected None for rule {rule!r} (q is used by {_Q_RULES} only), got {q!r}")
-    eta = _number(eta, "eta")
+    eta = check_real(eta, "eta")
     xp, star = _sigma_and_star(sigma, sigma_star)
     d = sigma.shape[-1]
     j = mode_jacobian(sigma)
@@ -300,7 +279,7 @@ def singular_mode_ode(sigma_star, eta: float, rule: str, q: float | None = None)
         raise ValueError(f"rule: expected one of {tuple(RULES)}, got {rule!r}")
     if rule in _Q_RULES and q is None:
         raise ValueError(f"q: expected a number >= 1 (or math.inf) for rule {rule!r}, got None")
-    _number(eta, "eta")
+    check_real(eta, "eta")
 
     def fun(t, sigma):
         return singular_mode_velocity(sigma, sigma_star, eta, rule, q)
@@ -327,8 +306,8 @@ def regularized_ngd_velocity(sigma, sigma_star, eta: float, eps: float):
     eps : float
         Regularization (>= 0).
     """
-    eta = _number(eta, "eta")
-    eps = _number(eps, "eps", lo=0.0)
+    eta = check_real(eta, "eta")
+    eps = check_real(eps, "eps", lo=0.0)
     xp, star = _sigma_and_star(sigma, sigma_star)
     j = mode_jacobian(sigma)
     sd = xp.expand_dims(xp.prod(sigma, axis=-1), axis=-1) - star
@@ -345,18 +324,18 @@ def map_velocity(sigma_bar, sigma_star, eta_bar: float, p: float):
     non-negative for any sign of sigma_bar (equal to sigma_bar^p for sigma_bar >= 0).
     ``sigma_bar`` may be a float or an array (result of the same kind).
     """
-    eta_bar = _number(eta_bar, "eta_bar")
-    p = _number(p, "p", lo=0.0)
+    eta_bar = check_real(eta_bar, "eta_bar")
+    p = check_real(p, "p", lo=0.0)
     if backend.is_array(sigma_bar):
         xp = backend.namespace_of(sigma_bar=sigma_bar)
         backend.check_float(sigma_bar, "sigma_bar", xp)
-        star = sigma_star if backend.is_array(sigma_star) else _number(sigma_star, "sigma_star")
+        star = sigma_star if backend.is_array(sigma_star) else check_real(sigma_star, "sigma_star")
         if backend.is_array(star):
             xp = backend.namespace_of(sigma_bar=sigma_bar, sigma_star=star)
             check_shape(star, tuple(sigma_bar.shape), "sigma_star")
         return -eta_bar * (sigma_bar - star) * xp.abs(sigma_bar) ** p
-    s = _number(sigma_bar, "sigma_bar")
-    star = _number(sigma_star, "sigma_star")
+    s = check_real(sigma_bar, "sigma_bar")
+    star = check_real(sigma_star, "sigma_star")
     return -eta_bar * (s - star) * abs(s) ** p
 
 
@@ -370,7 +349,7 @@ def _times(t):
         is_arr = True
     else:
         xp = None
-        values = [_number(t, "t")]
+        values = [check_real(t, "t")]
         is_arr = False
     for v in values:
         if not (math.isfinite(v) and v >= 0):
@@ -379,10 +358,10 @@ def _times(t):
 
 
 def _check_map_args(p, sigma_star, eta_bar, sigma0):
-    p = _number(p, "p", lo=0.0)
-    eta_bar = _number(eta_bar, "eta_bar", lo=0.0, lo_open=True)
-    sigma_star = _number(sigma_star, "sigma_star")
-    sigma0 = _number(sigma0, "sigma0")
+    p = check_real(p, "p", lo=0.0)
+    eta_bar = check_real(eta_bar, "eta_bar", lo=0.0, lo_open=True)
+    sigma_star = check_real(sigma_star, "sigma_star")
+    sigma0 = check_real(sigma0, "sigma0")
     if p > 0 and not sigma_star > 0:
         raise ValueError(f"sigma_star: expected a target strength > 0 for p > 0, got {sigma_star!r}")
     if p >= 1 and not sigma0 > 0:
@@ -524,11 +503,11 @@ def escape_time(
     Returns 0.0 when ``sigma0 >= fraction * sigma_star`` and ``math.inf`` when
     ``sigma0 = 0`` and p >= 1 (a fixed point).
     """
-    p = _number(p, "p", lo=0.0)
-    eta = _number(eta_bar, "eta_bar", lo=0.0, lo_open=True)
-    s_star = _number(sigma_star, "sigma_star", lo=0.0, lo_open=True)
-    s0 = _number(sigma0, "sigma0")
-    f = _number(fraction, "fraction", lo=0.0, lo_open=True)
+    p = check_real(p, "p", lo=0.0)
+    eta = check_real(eta_bar, "eta_bar", lo=0.0, lo_open=True)
+    s_star = check_real(sigma_star, "sigma_star", lo=0.0, lo_open=True)
+    s0 = check_real(sigma0, "sigma0")
+    f = check_real(fraction, "fraction", lo=0.0, lo_open=True)
     if not f < 1:
         raise ValueError(f"fraction: expected a number in (0, 1), got {fraction!r}")
     if p > 0 and s0 < 0:

@@ -1,14 +1,17 @@
 """Training loops: discrete steps and continuous-time integration of an update rule
 (spec 4.3).
 
-* :func:`train` runs ``params <- params + direction`` with an
-  :class:`arraycurv.UpdateRule` and records losses (train and any number of evaluation
-  batches), parameters, Huh's conserved quantities c_i (Theorem 1, eq 15) and any
-  user-given function of the parameters, as NumPy arrays ready for saving and plotting.
-* :func:`integrate_rule` follows the continuous-time flow ``d params / dt = direction``
-  of a stateless rule with the adaptive integrator :func:`arraycurv.solve_ode`, so that
-  conservation laws can be checked far below step-size error (Huh Sec. 3.1, Fig. 5C);
-  :func:`rule_velocity` is the right-hand side.
+* :func:`train` runs ``params <- params + updates`` with an
+  :class:`arraycurv.rules.UpdateRule` and records losses (train and any number of
+  evaluation batches), parameters, Huh's conserved quantities c_i (Theorem 1, eq 15) and
+  any user-given function of the parameters, as NumPy arrays ready for saving and
+  plotting. Each step computes at most one gradient (one forward pass), and the recorded
+  loss of a step is the value of that same ``value_and_grad``.
+* :func:`integrate_rule` follows the continuous-time flow ``d params / dt = updates``
+  of a rule whose state is empty with the adaptive integrator
+  :func:`arraycurv.dynamics.integrate.solve_ode`, so that conservation laws can be
+  checked far below step-size error (Huh Sec. 3.1, Fig. 5C); :func:`rule_velocity` is the
+  right-hand side.
 
 See ``docs/rules.md``.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +29,16 @@ from .. import backend
 from ..curvature.generic import value_and_grad
 from ..losses import MSE, loss_value
 from ..models.base import forward
-from ..rules import UpdateRule, apply_direction
+from ..rules.base import UpdateRule, apply_direction, is_stateless
+from ..validation import check_int
 from .integrate import OdeSolution, solve_ode
 from .theory import conserved_quantities
 
-__all__ = ['TrainResult', 'integrate_rule', 'print_progress', 'rule_velocity', 'train']
+__all__ = ["DivergenceError", "TrainResult", "integrate_rule", "print_progress", "rule_velocity", "train"]
+
+
+class DivergenceError(ValueError):
+    """The training loss became NaN or Inf (the message gives the step and the rule)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class TrainResult:
     state : object
         Final state of the rule.
     time_per_step : float
-        Mean wall-clock seconds of one update step (direction and step), recording excluded.
+        Mean wall-clock seconds of one update step (gradient, update and step), recording excluded.
     """
 
     steps: Any
@@ -78,12 +86,6 @@ def print_progress(step: int, num_steps: int, loss: float, *, stream=None) -> No
               file=stream or sys.stderr, flush=True)
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_rule(rule):
     if not isinstance(rule, UpdateRule):
         raise TypeError(f"rule: expected an UpdateRule (arraycurv.sgd, arraycurv.qngd, ...), got {type(rule).__name__}")
@@ -96,6 +98,107 @@ def _loss(model, params, batch, loss):
         return float(loss_value(loss, forward(model, params, x), y))
     value, _ = value_and_grad(model, params, batch, loss)
     return float(value)
+
+
+class _Recorder:
+    """Collects what :func:`train` records (host-side NumPy) and detects divergence."""
+
+    def __init__(self, model, loss, rule_name, eval_batches, record_params, record_conserved, record):
+        self.model, self.loss, self.rule_name = model, loss, rule_name
+        self.eval_batches, self.record_params, self.record_conserved = eval_batches, record_params, record_conserved
+        self.record = record
+        self.steps, self.losses, self.recs = [], [], {}
+        self.evals = {name: [] for name in eval_batches}
+
+    def add(self, step, params, value) -> float:
+        """Record step ``step`` at ``params`` with training loss ``value``."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise DivergenceError(
+                f"params: expected finite parameters and loss, got training loss {value} at step {step} "
+                f"(rule {self.rule_name!r}: lower the learning rate, add damping or clipping)"
+            )
+        self.steps.append(step)
+        self.losses.append(value)
+        for name, b in self.eval_batches.items():
+            self.evals[name].append(_loss(self.model, params, b, self.loss))
+        items = []
+        if self.record_params:
+            items += [(f"params[{i}]", p) for i, p in enumerate(params)]
+        if self.record_conserved:
+            items += [(f"c[{i}]", c) for i, c in enumerate(conserved_quantities(params))]
+        items += [(name, fn(params)) for name, fn in self.record.items()]
+        for name, arr in items:
+            self.recs.setdefault(name, []).append(backend.to_numpy(arr).copy())
+        return value
+
+    @property
+    def last(self) -> float:
+        return self.losses[-1]
+
+    def result(self, params, state, elapsed, done) -> TrainResult:
+        npx = backend.namespace_by_name("numpy")  # results are NumPy arrays, for saving and plotting
+        return TrainResult(
+            steps=npx.asarray(self.steps, dtype=npx.int64),
+            losses=npx.asarray(self.losses, dtype=npx.float64),
+            eval_losses={k: npx.asarray(v, dtype=npx.float64) for k, v in self.evals.items()},
+            records={k: npx.stack(v) for k, v in self.recs.items()},
+            params=params,
+            state=state,
+            time_per_step=elapsed / done if done else math.nan,
+        )
+
+
+def _check_train_args(rule, num_steps, record_every, eval_batches, record, params):
+    _check_rule(rule)
+    num_steps = check_int(num_steps, "num_steps", lo=0)
+    record_every = check_int(record_every, "record_every", lo=1)
+    record = dict(record or {})
+    for name, fn in record.items():
+        if not callable(fn):
+            raise TypeError(f"record[{name!r}]: expected a callable fn(params) -> array, got {type(fn).__name__}")
+    params = tuple(params)
+    backend.namespace_of(params=params)
+    return num_steps, record_every, dict(eval_batches or {}), record, params
+
+
+class _Gradient(Sequence):
+    """The gradient of the mean loss at ``params``, computed by one ``value_and_grad`` on
+    first use: a rule that never reads it (a preconditioned direction computes its own)
+    costs no extra pass. ``value`` is the loss of the same call."""
+
+    def __init__(self, model, params, batch, loss):
+        self._args = (model, params, batch, loss)
+        self._result = None
+
+    def _get(self):
+        if self._result is None:
+            self._result = value_and_grad(*self._args)
+        return self._result
+
+    @property
+    def value(self):
+        return self._get()[0]
+
+    @property
+    def computed(self) -> bool:
+        return self._result is not None
+
+    def __getitem__(self, i):
+        return self._get()[1][i]
+
+    def __len__(self):
+        return len(self._get()[1])
+
+    def __iter__(self):
+        return iter(self._get()[1])
+
+
+def _update(rule, model, params, batch, state, loss, grads, with_value):
+    """One step ``params + rule.update(grads, ...)``: the new parameters and state."""
+    value = grads.value if with_value or grads.computed else None
+    updates, state = rule.update(grads, state, params, model=model, batch=batch, loss=loss, value=value)
+    return apply_direction(params, updates), state
 
 
 def train(
@@ -114,10 +217,16 @@ def train(
     callback: Callable[[int, Any, Any], Any] | None = None,
     loss=MSE(),
 ) -> TrainResult:
-    """Run ``num_steps`` discrete steps ``params <- params + direction`` of ``rule``.
+    """Run ``num_steps`` discrete steps ``params <- params + updates`` of ``rule``.
 
-    Values are recorded before the first step (step 0), after every ``record_every``
-    steps and after the last step.
+    Each step calls ``rule.update(grads, state, params, model=, batch=, loss=, value=)``
+    where ``grads`` (a sequence of arrays shaped like ``params``) and ``value`` come from
+    one ``value_and_grad(model, params, batch, loss)``, computed when the rule reads the
+    gradient, when the step's loss is recorded, or (``value``) for rules with a state;
+    otherwise ``value`` is None. Values are recorded before the first step (step 0), after
+    every ``record_every`` steps and after the last step; the training loss of a recorded
+    step k is the ``value`` of the gradient of step k + 1 (at most one forward pass per
+    step; the last step and an early stop take one more).
 
     Parameters
     ----------
@@ -126,7 +235,8 @@ def train(
     batch
         The training batch ``(x, y)`` (deep linear networks: or LinearMoments), or a
         callable ``batch(step) -> batch`` for minibatches (step counts from 0; the
-        recorded training loss is then that of the batch of the recorded step).
+        recorded training loss of step k >= 1 is then that on the batch of step k - 1,
+        which takes one more forward pass on each recorded step).
     rule : UpdateRule
         The optimizer (:mod:`arraycurv.rules`).
     num_steps : int
@@ -139,17 +249,17 @@ def train(
         Record the parameters (``records["params[i]"]``).
     record_conserved : bool
         Record Huh's c_i = W_i W_i^T - W_{i+1}^T W_{i+1} (Theorem 1, eq 15) of a deep
-        linear network (``records["c[i]"]``, :func:`arraycurv.conserved_quantities`).
+        linear network (``records["c[i]"]``, :func:`arraycurv.dynamics.theory.conserved_quantities`).
     record : dict of str -> callable, optional
         ``fn(params) -> array`` recorded under its name (e.g. singular-mode strengths).
     progress : callable, optional
-        ``progress(step, num_steps, loss)`` after every step with the most recently
+        ``progress(step, num_steps, loss)`` once per step with the most recently
         recorded training loss (:func:`print_progress` prints every ~5%).
     callback : callable, optional
         ``callback(step, params, state)`` after every step; returning True stops training
         (early stopping). The step is then recorded.
     loss
-        The loss of the recorded values (the rule carries its own), MSE by default.
+        The loss of the gradient, of the rule and of the recorded values (MSE by default).
 
     Returns
     -------
@@ -157,83 +267,67 @@ def train(
 
     Raises
     ------
-    ValueError
-        If the training loss becomes NaN/Inf (the message gives the step), or for bad
-        arguments (naming them).
+    DivergenceError
+        If the training loss becomes NaN/Inf (a ValueError; the message gives the step).
+    ValueError, TypeError
+        For bad arguments (naming them).
     """
-    _check_rule(rule)
-    num_steps = _check_int(num_steps, "num_steps", 0)
-    record_every = _check_int(record_every, "record_every", 1)
-    eval_batches = dict(eval_batches or {})
-    record = dict(record or {})
-    for name, fn in record.items():
-        if not callable(fn):
-            raise TypeError(f"record[{name!r}]: expected a callable fn(params) -> array, got {type(fn).__name__}")
-    params = tuple(params)
-    backend.namespace_of(params=params)
-    get_batch = batch if callable(batch) else (lambda step: batch)
-
-    steps, losses = [], []
-    evals = {name: [] for name in eval_batches}
-    recs: dict[str, list] = {}
-
-    def do_record(step, params, current_batch):
-        value = _loss(model, params, current_batch, loss)
-        if not math.isfinite(value):
-            raise ValueError(
-                f"params: expected finite parameters and loss, got training loss {value} at step {step} "
-                f"(rule {rule.name!r}: lower the learning rate, add damping or clipping)"
-            )
-        steps.append(step)
-        losses.append(value)
-        for name, b in eval_batches.items():
-            evals[name].append(_loss(model, params, b, loss))
-        items = []
-        if record_params:
-            items += [(f"params[{i}]", p) for i, p in enumerate(params)]
-        if record_conserved:
-            items += [(f"c[{i}]", c) for i, c in enumerate(conserved_quantities(params))]
-        items += [(name, fn(params)) for name, fn in record.items()]
-        for name, arr in items:
-            recs.setdefault(name, []).append(backend.to_numpy(arr).copy())
-        return value
-
+    num_steps, record_every, eval_batches, record, params = _check_train_args(
+        rule, num_steps, record_every, eval_batches, record, params)
+    rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record)
+    fixed = not callable(batch)
+    get_batch = (lambda step: batch) if fixed else batch
     state = rule.init(params)
-    last_loss = do_record(0, params, get_batch(0))
-    if progress is not None:
-        progress(0, num_steps, last_loss)
-    elapsed = 0.0
-    done = 0
+    params, state, elapsed, done = _run_steps(model, params, get_batch, fixed, rule, state, num_steps,
+                                              record_every, rec, progress, callback, loss)
+    return rec.result(params, state, elapsed, done)
+
+
+def _run_steps(model, params, get_batch, fixed, rule, state, num_steps, record_every, rec, progress, callback, loss):
+    """The loop of :func:`train`; a step whose loss the next gradient gives (fixed batch,
+    or step 0) is recorded when that gradient is computed."""
+    pending, elapsed, done = 0, 0.0, 0
+    stateful = not is_stateless(rule, params)  # a rule with a state gets the loss (e.g. for damping)
     for step in range(1, num_steps + 1):
         current = get_batch(step - 1)
         t0 = time.perf_counter()
-        direction, state = rule.update(model, params, current, state)
-        params = apply_direction(params, direction)
+        grads = _Gradient(model, params, current, loss)
+        if pending is not None:  # pending == step - 1 and params are those of that step
+            value = grads.value
+            t1 = time.perf_counter()
+            rec.add(pending, params, value)
+            pending = None
+            t0 += time.perf_counter() - t1  # recording is not part of the step time
+        if progress is not None:
+            t1 = time.perf_counter()
+            progress(step - 1, num_steps, rec.last)
+            t0 += time.perf_counter() - t1
+        params, state = _update(rule, model, params, current, state, loss, grads, stateful)
         elapsed += time.perf_counter() - t0
         done = step
         stop = bool(callback(step, params, state)) if callback is not None else False
         if step % record_every == 0 or step == num_steps or stop:
-            last_loss = do_record(step, params, current if callable(batch) else batch)
-        if progress is not None:
-            progress(step, num_steps, last_loss)
+            if fixed and not stop and step < num_steps:
+                pending = step
+            else:
+                rec.add(step, params, _loss(model, params, current, loss))
         if stop:
             break
-
-    npx = backend.namespace_by_name("numpy")  # results are NumPy arrays, for saving and plotting
-    return TrainResult(
-        steps=npx.asarray(steps, dtype=npx.int64),
-        losses=npx.asarray(losses, dtype=npx.float64),
-        eval_losses={k: npx.asarray(v, dtype=npx.float64) for k, v in evals.items()},
-        records={k: npx.stack(v) for k, v in recs.items()},
-        params=params,
-        state=state,
-        time_per_step=elapsed / done if done else math.nan,
-    )
+    if pending is not None:  # no step taken: record the initial parameters
+        rec.add(pending, params, _loss(model, params, get_batch(0), loss))
+    if progress is not None:
+        progress(done, num_steps, rec.last)
+    return params, state, elapsed, done
 
 
-def rule_velocity(model, rule: UpdateRule, batch) -> Callable[[float, Any], Any]:
-    """Right-hand side ``fun(t, params) = direction`` of the continuous-time flow of a
-    stateless rule (Huh 2020: ``w_dot = -eta (G^+)^{1/q} g`` etc., with lr as eta).
+def rule_velocity(model, rule: UpdateRule, batch, *, params=None, loss=MSE()) -> Callable[[float, Any], Any]:
+    """Right-hand side ``fun(t, params) = updates`` of the continuous-time flow of a rule
+    whose state is empty (Huh 2020: ``w_dot = -eta (G^+)^{1/q} g`` etc., with lr as eta).
+
+    ``params`` (optional) are passed to ``rule.init`` to check the state and build it
+    (needed for rules such as :func:`arraycurv.rules.transforms.partition` whose ``init``
+    looks at the parameters). The gradient is computed only when the rule reads it;
+    ``value`` is None.
 
     Raises
     ------
@@ -241,25 +335,30 @@ def rule_velocity(model, rule: UpdateRule, batch) -> Callable[[float, Any], Any]
         If the rule keeps a state (e.g. Adam): it has no continuous-time flow here.
     """
     _check_rule(rule)
-    if not rule.stateless:
+    p0 = () if params is None else tuple(params)
+    if not is_stateless(rule, p0):
         raise ValueError(
             f"rule: expected a stateless rule (sgd, qngd, qngd_blockdiag, regularized_ngd) for continuous time, "
             f"got {rule.name!r} which keeps a state"
         )
+    state = rule.init(p0)
 
     def fun(t, params):
-        direction, _ = rule.update(model, tuple(params), batch, None)
-        return tuple(direction)
+        params = tuple(params)
+        grads = _Gradient(model, params, batch, loss)
+        updates, _ = rule.update(grads, state, params, model=model, batch=batch, loss=loss,
+                                 value=grads.value if grads.computed else None)
+        return tuple(updates)
 
     return fun
 
 
 def integrate_rule(model, params, batch, rule: UpdateRule, t_span, *, rtol=1e-8, atol=1e-10, t_eval=None,
-                   **kwargs) -> OdeSolution:
-    """Integrate ``d params / dt = direction`` of a stateless rule (spec 4.3).
+                   loss=MSE(), **kwargs) -> OdeSolution:
+    """Integrate ``d params / dt = updates`` of a rule whose state is empty (spec 4.3).
 
-    Uses the adaptive Dormand-Prince integrator :func:`arraycurv.solve_ode` (extra
-    keyword arguments such as ``max_steps`` go to it), so that, e.g., the conserved
+    Uses the adaptive Dormand-Prince integrator :func:`arraycurv.dynamics.integrate.solve_ode`
+    (extra keyword arguments such as ``max_steps`` go to it), so that, e.g., the conserved
     quantities of Huh Theorem 1 drift only at the level of the tolerance.
 
     Returns
@@ -274,5 +373,6 @@ def integrate_rule(model, params, batch, rule: UpdateRule, t_span, *, rtol=1e-8,
     IntegrationError
         When the integrator cannot meet its tolerance (propagated from solve_ode).
     """
-    fun = rule_velocity(model, rule, batch)
+    _check_rule(rule)
+    fun = rule_velocity(model, rule, batch, params=params, loss=loss)
     return solve_ode(fun, t_span, tuple(params), rtol=rtol, atol=atol, t_eval=t_eval, **kwargs)

@@ -1,31 +1,66 @@
-"""Reproductions of Huh (2020) behind the command line (:mod:`arraycurv.cli`).
+"""Reproductions of papers, as data: each experiment is a frozen config, a pure
+``run_one(config) -> record`` and a ``report(records, out_dir)``, registered by name
+(:mod:`.registry`); the command line (:mod:`arraycurv.cli`) is generated from the registry.
 
-* :mod:`.teacher_student`: Sec. 6, Figs 4 and 5 (deep linear teacher-student);
-* :mod:`.theory_figures`: Figs 1, 2, 3 and Table 1 (theory only, no training);
-* :mod:`.relu_digits`: S.I.3, Fig S.I.2 on scikit-learn's digits.
+Built-in experiments (Huh 2020):
 
-Each module has a frozen config dataclass and a ``run(config, out_dir, *, xp, progress)``
-that writes PNG figures, ``summary.json`` and ``.npz`` arrays (atomically, see
-:mod:`arraycurv.results`) and returns the summary dict. The training logic is
-array-agnostic (``xp`` may be NumPy, array-api-strict, PyTorch or CuPy); only the
-recorded values are converted to NumPy for files and figures. See docs/experiments.md.
+* ``teacher-student`` (:mod:`.huh_teacher_student`): Sec. 6, Figs 4 and 5;
+* ``theory`` (:mod:`.huh_theory`): Figs 1, 2, 3 and Table 1 (theory only, no training);
+* ``relu-digits`` (:mod:`.huh_relu_digits`): S.I.3, Fig S.I.2 on scikit-learn's digits.
+
+Each module also has ``run(config, out_dir, *, xp, progress, plots)`` (``run_one`` then
+``report``, saving partial results as they come) that returns the summary dict. The
+training logic is array-agnostic (``xp`` may be NumPy, array-api-strict, PyTorch or
+CuPy); only the recorded values are converted to NumPy for files and figures. The
+experiment modules (and :mod:`.plotting`) are imported when the registry is first read
+or when they are first named (``arraycurv.experiments.huh_theory``). See
+docs/experiments.md.
 """
 
 from __future__ import annotations
 
-import os
+from .registry import (
+    EXPERIMENTS,
+    Experiment,
+    ExperimentConfig,
+    UsageError,
+    check_out_dir,
+    config_dict,
+    config_field,
+    config_from_dict,
+    get_experiment,
+    register_experiment,
+    run_experiment,
+    unregister_experiment,
+)
 
-__all__ = ['UsageError', 'check_out_dir']
+#: Submodules imported on first use (module ``__getattr__``), so ``import arraycurv`` stays light.
+_LAZY = ("huh_relu_digits", "huh_teacher_student", "huh_theory", "plotting")
+
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "ExperimentConfig",
+    "UsageError",
+    "check_out_dir",
+    "config_dict",
+    "config_field",
+    "config_from_dict",
+    "get_experiment",
+    "huh_relu_digits",
+    "huh_teacher_student",
+    "huh_theory",
+    "plotting",
+    "register_experiment",
+    "registry",
+    "run_experiment",
+    "unregister_experiment",
+]
 
 
-class UsageError(ValueError):
-    """A bad setting of an experiment (reported by the command line as a usage error, exit 2)."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-
-def check_out_dir(path) -> None:
-    """Create the output folder ``path`` (with parents); raise :class:`UsageError` if that
-    is impossible (e.g. ``path`` is an existing file)."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"out: expected a folder that can be created, got {os.fspath(path)!r} ({exc})") from exc
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

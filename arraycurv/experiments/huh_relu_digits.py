@@ -17,6 +17,10 @@ trains at every gain with one learning rate and no damping: here SGD keeps one r
 (its gradient vanishes as g^(L-1)), NGD-d gets the Levenberg-Marquardt damping of Fig
 S.I.2 (1e-3, 1e-3, 1e-6, 1e-7 for gains 1, 1e-2, 1e-4, 1e-6; log-interpolated for other
 gains), and sqrt-NGD-d none.
+
+As data (:mod:`arraycurv.experiments.registry`): :class:`DigitsConfig` (``Config``), the
+pure :func:`run_one` (one :func:`run_pair` per rule and gain) and :func:`report`,
+registered as ``"relu-digits"``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 from .. import backend
 from ..directions.kfac import kfac_qngd_direction
@@ -33,18 +37,40 @@ from ..dynamics.training import print_progress, train
 from ..losses import SoftmaxCrossEntropy
 from ..models.base import forward, init_params
 from ..models.sequential import mlp
-from ..rules import UpdateRule, sgd
-from . import UsageError, check_out_dir
+from ..rules import UpdateRule, chain, precondition, scale_by_lr
+from ..rules import registry as rule_registry
+from .registry import (
+    Experiment,
+    ExperimentConfig,
+    UsageError,
+    bind_namespace,
+    check_out_dir,
+    config_dict,
+    config_field,
+    float_list,
+    int_list,
+    name_list,
+    positive_float,
+    positive_int,
+    register_experiment,
+    report_each,
+    rule_rate,
+    run_experiment,
+)
 
 __all__ = [
-    "DigitsConfig",
+    "EXPERIMENT",
     "PAPER_NGD_D_DAMPING",
     "RULES",
-    "config_from_args",
+    "Config",
+    "DigitsConfig",
+    "format_runs",
     "kfac_rule",
     "ngd_d_damping",
+    "report",
     "run",
     "run_one",
+    "run_pair",
 ]
 
 
@@ -56,8 +82,9 @@ RULES = ("sgd", "ngd_d", "sqrt_ngd_d")
 
 
 @dataclass(frozen=True)
-class DigitsConfig:
-    """Settings of the ReLU-digits experiment (Huh S.I.3, scaled to digits).
+class DigitsConfig(ExperimentConfig):
+    """Settings of the ReLU-digits experiment (Huh S.I.3, scaled to digits); validated
+    when built (:class:`UsageError`).
 
     Attributes
     ----------
@@ -77,19 +104,42 @@ class DigitsConfig:
         Held-out fraction of the 1797 digits.
     seed : int
         Seed of the split, the initial weights and the minibatch order.
-    dtype : str
     """
 
-    rules: tuple = RULES
-    gains: tuple = (1.0, 1e-2, 1e-4, 1e-6)
-    sizes: tuple = (64, 64, 48, 32, 10)
-    steps: int = 200
-    batch_size: int = 128
-    lr: tuple = (("sgd", 0.2), ("ngd_d", 0.05), ("sqrt_ngd_d", 0.05))
-    record_every: int = 5
-    test_fraction: float = 0.25
-    seed: int = 0
-    dtype: str = "float64"
+    rules: tuple = config_field(RULES, "comma-separated rules among sgd, ngd_d, sqrt_ngd_d", parse=name_list,
+                                metavar="LIST")
+    gains: tuple = config_field((1.0, 1e-2, 1e-4, 1e-6),
+                                "gains of the orthogonal initial weights (Huh S.I.3: 1 down to 1e-6)",
+                                parse=float_list, metavar="G[,G...]")
+    sizes: tuple = config_field((64, 64, 48, 32, 10), "layer sizes, input 64 and output 10 for digits",
+                                parse=int_list, metavar="N0,...,NL")
+    steps: int = config_field(200, "training iterations per (rule, gain)", parse=positive_int)
+    batch_size: int = config_field(128, "minibatch size", parse=positive_int)
+    lr: tuple = config_field((("sgd", 0.2), ("ngd_d", 0.05), ("sqrt_ngd_d", 0.05)),
+                             "override the learning rate of one rule (repeatable)", option="--lr-rule",
+                             parse=rule_rate, metavar="RULE=LR", repeat=True)
+    record_every: int = config_field(5, "record the loss every this many iterations", parse=positive_int)
+    test_fraction: float = config_field(0.25, "held-out fraction of the 1797 digits", parse=positive_float)
+
+    def check(self) -> None:
+        """Known rules with a learning rate each, sizes 64 ... 10, positive gains."""
+        super().check()
+        for name in self.rules:
+            _rule_q(name)
+        if len(self.sizes) < 2 or self.sizes[0] != 64 or self.sizes[-1] != 10:
+            raise UsageError(f"sizes: expected layer sizes starting with 64 and ending with 10, got {self.sizes}")
+        if any(not (g > 0 and math.isfinite(g)) for g in self.gains):
+            raise UsageError(f"gains: expected positive gains, got {self.gains}")
+        if not 0 < self.test_fraction < 1:
+            raise UsageError(f"test-fraction: expected a number in (0, 1), got {self.test_fraction}")
+        lrs = dict(self.lr)
+        for name in self.rules:
+            if name not in lrs:
+                raise UsageError(f"lr: expected a learning rate for rule {name!r}, got {lrs}")
+
+
+#: The config of this experiment (the registry's ``config_type``).
+Config = DigitsConfig
 
 
 def ngd_d_damping(gain: float) -> float:
@@ -110,43 +160,40 @@ def ngd_d_damping(gain: float) -> float:
 
 def kfac_rule(name: str, lr: float, q: float, *, damping: float = 0.0) -> UpdateRule:
     """Block-diagonal q-NGD with Kronecker-factored blocks as an :class:`arraycurv.UpdateRule`:
-    ``direction = lr * kfac_qngd_direction(model, params, batch, q, loss=CE, damping)``,
-    i.e. ``-lr (G_i (x) A_i + damping)^{-1/q} g_i / d^{1/q}`` per layer (Huh eqs 19-21)."""
-    loss = SoftmaxCrossEntropy()
+    ``chain(precondition(kfac_qngd_direction), scale_by_lr(lr))`` with softmax
+    cross-entropy, i.e. ``updates_i = -lr (G_i (x) A_i + damping)^{-1/q} g_i / d^{1/q}``
+    per layer (Huh eqs 19-21)."""
 
-    def update(model, params, batch, state):
-        d = kfac_qngd_direction(model, params, batch, q, loss=loss, damping=damping, normalize=True)
-        return tuple(lr * di for di in d), state
+    def direction(model, params, batch, *, loss):
+        return kfac_qngd_direction(model, params, batch, q, loss=loss, damping=damping, normalize=True)
 
-    return UpdateRule(name, lambda params: None, update, True)
+    return chain(precondition(direction, loss=SoftmaxCrossEntropy()), scale_by_lr(lr), name=name)
+
+
+def _rule_q(name: str) -> float:
+    """Order q of a rule this experiment runs: SGD (q = inf) or a block-diagonal rule of
+    the rule registry of fixed q (NGD-d, sqrt-NGD-d, ``qngd_d_q<q>``); :class:`UsageError`
+    otherwise."""
+    try:
+        spec = rule_registry.rule_spec(name)
+    except ValueError:
+        spec = None
+    if spec is None or spec.q is None or not (name == "sgd" or spec.block_diagonal):
+        raise UsageError(f"rules: expected names among {RULES} (or qngd_d_q<q>), got {name!r}")
+    return spec.q
 
 
 def _make_rule(name: str, lr: float, gain: float) -> tuple[UpdateRule, dict]:
-    if name == "sgd":
-        return sgd(lr, loss=SoftmaxCrossEntropy()), {"lr": lr, "damping": 0.0}
-    if name == "ngd_d":
-        damping = ngd_d_damping(gain)
-        return kfac_rule(name, lr, 1.0, damping=damping), {"lr": lr, "damping": damping}
-    if name == "sqrt_ngd_d":
-        return kfac_rule(name, lr, 2.0), {"lr": lr, "damping": 0.0}
-    raise UsageError(f"rules: expected names among {RULES}, got {name!r}")
+    """SGD from the rule registry, the block-diagonal rules with K-FAC blocks
+    (:func:`kfac_rule`); rules with q < 2 (NGD-d) get the damping of Fig S.I.2."""
+    q = _rule_q(name)
+    if math.isinf(q):
+        return rule_registry.make_rule(name, lr, loss=SoftmaxCrossEntropy()), {"lr": lr, "damping": 0.0}
+    damping = ngd_d_damping(gain) if q < 2 else 0.0
+    return kfac_rule(name, lr, q, damping=damping), {"lr": lr, "damping": damping}
 
 
-def _check_config(config: DigitsConfig) -> None:
-    for name in config.rules:
-        if name not in RULES:
-            raise UsageError(f"rules: expected names among {RULES}, got {name!r}")
-    if len(config.sizes) < 2 or config.sizes[0] != 64 or config.sizes[-1] != 10:
-        raise UsageError(f"sizes: expected layer sizes starting with 64 and ending with 10, got {config.sizes}")
-    if any(not (g > 0 and math.isfinite(g)) for g in config.gains):
-        raise UsageError(f"gains: expected positive gains, got {config.gains}")
-    lrs = dict(config.lr)
-    for name in config.rules:
-        if name not in lrs:
-            raise UsageError(f"lr: expected a learning rate for rule {name!r}, got {lrs}")
-
-
-def run_one(name: str, gain: float, config: DigitsConfig, data, xp, *, progress=None):
+def run_pair(name: str, gain: float, config: DigitsConfig, data, xp, *, progress=None):
     """Train one (rule, gain) pair; returns its history (NumPy) and timing."""
     np = backend.host_namespace()
 
@@ -190,88 +237,126 @@ def _key(name, gain):
     return f"{name}@{gain:g}"
 
 
-def run(config: DigitsConfig = DigitsConfig(), out_dir: str | os.PathLike | None = "results/relu-digits", *, xp=None,
-        progress: bool = True, plots: bool = True) -> dict:
-    """Run Huh S.I.3 on digits: every rule at every gain; writes ``digits_loss.png``,
-    ``summary.json`` (final test accuracy and losses per rule and gain) and ``history.npz``
-    (rewritten atomically after every finished pair). Returns the summary.
+NAME = "relu-digits"
 
-    A run whose loss becomes NaN/Inf (possible for NGD-d at small gains) is recorded as
-    diverged (``"diverged": true``, accuracy ``None``) and the next one starts.
+
+PAPER = "Huh (2020) S.I.3, Fig S.I.2 (digits instead of MNIST)"
+
+
+def run_one(config: DigitsConfig, *, xp=None, progress: bool = False, checkpoint=None) -> dict:
+    """Train every rule at every gain (:func:`run_pair`); write nothing.
+
+    A pair whose loss becomes NaN/Inf (possible for NGD-d at small gains) is recorded as
+    diverged (``"diverged": true``, accuracy ``None``) and the next one starts;
+    ``checkpoint(record)`` is called after every pair.
+
+    Returns
+    -------
+    dict
+        The record: ``experiment``, ``paper``, ``backend``, ``config``, ``ngd_d_damping``
+        (per gain), ``runs`` (per ``"<rule>@<gain>"``: final test accuracy and losses),
+        ``histories`` (NumPy arrays per pair) and ``timing`` (not reproducible).
     """
-    from ..results import format_table, write_json, write_npz
-
-    _check_config(config)
-    xp = xp if xp is not None else backend.namespace_by_name("numpy")
-    if out_dir is not None:
-        check_out_dir(out_dir)
     from ..data import load_digits
 
+    config, xp = bind_namespace(config, xp)
     data = load_digits(test_fraction=config.test_fraction, seed=config.seed, xp=xp, dtype=config.dtype)
-    cfg = asdict(config)
-    cfg["lr"] = dict(config.lr)
-    cfg["ngd_d_damping"] = {f"{g:g}": ngd_d_damping(g) for g in config.gains}
-    summary = {"experiment": "relu-digits", "paper": "Huh (2020) S.I.3, Fig S.I.2 (digits instead of MNIST)",
-               "backend": backend.namespace_name(xp), "config": cfg, "runs": {}, "timing": {}}
-    hists, arrays = {}, {}
+    record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
+              "config": config_dict(config), "ngd_d_damping": {f"{g:g}": ngd_d_damping(g) for g in config.gains},
+              "runs": {}, "histories": {}, "timing": {}}
     pairs = [(r, g) for g in config.gains for r in config.rules]
     for i, (name, gain) in enumerate(pairs):
         key = _key(name, gain)
         if progress:
             print(f"[relu-digits] {i + 1}/{len(pairs)}: {name}, gain {gain:g}", file=sys.stderr, flush=True)
         try:
-            hist, timing = run_one(name, gain, config, data, xp, progress=print_progress if progress else None)
+            hist, timing = run_pair(name, gain, config, data, xp, progress=print_progress if progress else None)
         except ValueError as exc:
             if "finite" not in str(exc):
                 raise
-            summary["runs"][key] = {"rule": name, "gain": gain, "diverged": True, "final_test_accuracy": None,
-                                    "message": str(exc)}
+            record["runs"][key] = {"rule": name, "gain": gain, "diverged": True, "final_test_accuracy": None,
+                                   "message": str(exc)}
             continue
-        hists[key] = hist
-        summary["runs"][key] = {
-            "rule": name, "gain": gain, "diverged": False, "lr": float(hist["lr"]), "damping": float(hist["damping"]),
-            "final_test_accuracy": float(hist["test_accuracy"][-1]),
-            "best_test_accuracy": float(max(hist["test_accuracy"])),
-            "final_train_loss": float(hist["train_loss"][-1]), "final_test_loss": float(hist["test_loss"][-1]),
-            "initial_train_loss": float(hist["train_loss"][0]),
-        }
-        summary["timing"][key] = timing
-        arrays.update({f"{key}/{k}": v for k, v in hist.items()})
-        if out_dir is not None:
-            write_npz(os.path.join(out_dir, "history.npz"), arrays)
-            write_json(os.path.join(out_dir, "summary.json"), summary)
+        record["histories"][key] = hist
+        record["runs"][key] = _pair_metrics(name, gain, hist)
+        record["timing"][key] = timing
+        if checkpoint is not None:
+            checkpoint(record)
+    return record
+
+
+def _pair_metrics(name: str, gain: float, hist: dict) -> dict:
+    return {
+        "rule": name, "gain": gain, "diverged": False, "lr": float(hist["lr"]), "damping": float(hist["damping"]),
+        "final_test_accuracy": float(hist["test_accuracy"][-1]),
+        "best_test_accuracy": float(max(hist["test_accuracy"])),
+        "final_train_loss": float(hist["train_loss"][-1]), "final_test_loss": float(hist["test_loss"][-1]),
+        "initial_train_loss": float(hist["train_loss"][0]),
+    }
+
+
+def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool = True, plots: bool = True) -> dict:
+    """Write ``digits_loss.png``, ``summary.json`` and ``history.npz`` of the records of
+    :func:`run_one` into ``out_dir`` (atomically; nothing for None); with ``progress``
+    print the table. Returns the summary (the record without ``histories``, plus
+    ``files``)."""
+    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+
+
+def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
+    from ..results import write_json, write_npz
+
+    summary = {k: v for k, v in record.items() if k != "histories"}
+    hists = record["histories"]
     if out_dir is not None:
+        check_out_dir(out_dir)
+        write_npz(os.path.join(out_dir, "history.npz"),
+                  {f"{key}/{k}": v for key, hist in hists.items() for k, v in hist.items()})
         files = ["summary.json", "history.npz"]
         if plots:
             from .plotting import plot_digits_loss
 
-            runs = {"gains": list(config.gains), "rules": list(config.rules)}
+            cfg = record["config"]
+            runs = {"gains": list(cfg["gains"]), "rules": list(cfg["rules"])}
             runs.update(hists)
-            runs["title"] = (f"Huh (2020) Fig S.I.2 on digits: ReLU net {list(config.sizes)}, orthogonal init, "
-                             f"minibatch {config.batch_size}")
+            runs["title"] = (f"Huh (2020) Fig S.I.2 on digits: ReLU net {list(cfg['sizes'])}, orthogonal init, "
+                             f"minibatch {cfg['batch_size']}")
             plot_digits_loss(runs, os.path.join(out_dir, "digits_loss.png"))
             files.insert(0, "digits_loss.png")
         summary["files"] = files
         write_json(os.path.join(out_dir, "summary.json"), summary)
     if progress:
-        from .plotting import rule_label
-
-        rows = []
-        for key, m in summary["runs"].items():
-            rows.append({"rule": rule_label(m["rule"]), "gain": m["gain"], "lr": m.get("lr"),
-                         "damping": m.get("damping"),
-                         "test acc": m["final_test_accuracy"], "train loss": m.get("final_train_loss"),
-                         "ms/step": 1e3 * summary["timing"].get(key, {}).get("time_per_step_s", math.nan)})
-        print(format_table(rows, ["rule", "gain", "lr", "damping", "test acc", "train loss", "ms/step"]))
+        print(format_runs(summary))
         if out_dir is not None:
             print(f"wrote {', '.join(summary['files'])} to {out_dir}")
     return summary
 
 
-def config_from_args(args) -> DigitsConfig:
-    """A :class:`DigitsConfig` from the parsed command line (:mod:`arraycurv.cli`)."""
-    lr = dict(DigitsConfig().lr)
-    lr.update(dict(args.lr_rule))
-    return replace(DigitsConfig(), rules=tuple(args.rules), gains=tuple(args.gains), sizes=tuple(args.sizes),
-                   steps=args.steps, batch_size=args.batch_size, lr=tuple(lr.items()),
-                   record_every=args.record_every, seed=args.seed, dtype=args.dtype)
+def format_runs(summary: dict) -> str:
+    """The summary's runs as an aligned text table (one row per rule and gain)."""
+    from ..results import format_table
+    from .plotting import rule_label
+
+    rows = []
+    for key, m in summary["runs"].items():
+        rows.append({"rule": rule_label(m["rule"]), "gain": m["gain"], "lr": m.get("lr"),
+                     "damping": m.get("damping"),
+                     "test acc": m["final_test_accuracy"], "train loss": m.get("final_train_loss"),
+                     "ms/step": 1e3 * summary["timing"].get(key, {}).get("time_per_step_s", math.nan)})
+    return format_table(rows, ["rule", "gain", "lr", "damping", "test acc", "train loss", "ms/step"])
+
+
+def run(config: DigitsConfig | None = None, out_dir: str | os.PathLike | None = "results/relu-digits", *, xp=None,
+        progress: bool = True, plots: bool = True) -> dict:
+    """Run Huh S.I.3 on digits (:func:`run_one` then :func:`report`): every rule at every
+    gain; writes ``digits_loss.png``, ``summary.json`` (final test accuracy and losses per
+    rule and gain) and ``history.npz`` (rewritten atomically after every finished pair).
+    Returns the summary.
+    """
+    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
+
+
+#: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
+EXPERIMENT = register_experiment(Experiment(
+    name=NAME, config_type=DigitsConfig, run_one=run_one, report=report,
+    help="Huh S.I.3: 5-layer ReLU net from tiny orthogonal init on digits", paper=PAPER))

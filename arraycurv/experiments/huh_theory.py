@@ -1,26 +1,24 @@
-"""Huh's learning-dynamics theory of curvature-corrected deep linear networks (spec 4.1, 4.2).
+"""Huh (2020) Figs 1, 2, 3 and Table 1 from the theory alone (no training).
 
-Huh (2020), *Curvature-corrected learning dynamics in deep neural networks*:
+* Fig 1 (SGD, sqrt-NGD, NGD) and Fig 3 (NGD-d, sqrt-NGD-d): singular-mode vector fields
+  of a depth-2 mode (sigma_1, sigma_2) with target sigma_star = 1: arrows
+  ``[sigma_1', sigma_2'] / |sigma_Delta|`` (eqs 5, 10, 12, 20, 21 via
+  :func:`arraycurv.theory.singular_mode_velocity`), contours of
+  ``sigma_Delta = sigma_1 sigma_2 - sigma_star`` (the optimum in black), the conserved paths
+  (red; sigma_1^2 - sigma_2^2 for the full rules, eq 6; sigma_1 / sigma_2 for NGD-d;
+  |sigma_1| - |sigma_2| for sqrt-NGD-d, footnote 4) and one trajectory integrated with
+  the adaptive Dormand-Prince integrator (:func:`arraycurv.integrate.solve_ode`), with
+  dots at equal time intervals.
+* Fig 2: map learning curves of eq (17) for p = 0, 1/2, 1, 2 (eta_bar = 1; sigma(0) = 0
+  for p < 1, sigma_star / 100 for p >= 1, as in the caption), half-max points and losses
+  (:func:`arraycurv.theory.map_strength`, :func:`arraycurv.theory.half_max_time`).
+* Table 1: the exponent p(d, q) (:func:`arraycurv.theory.format_table1`), with the d = 4
+  row of the teacher-student experiment added.
 
-* exponent and scales of map dynamics: :func:`p_exponent` (eq 17), :func:`effective_depth`
-  (eq 18), :func:`depth_calibrated_rate` (eta_bar of eq 17), Table 1 (:func:`table1`,
-  :func:`format_table1`);
-* singular-mode dynamics of one mode of a depth-d network with per-layer strengths
-  sigma_i: :func:`singular_mode_velocity` for SGD (eq 5), NGD (eq 10), q-NGD (eq 12),
-  sqrt-NGD, NGD-d (eq 20), sqrt-NGD-d (eq 21) and q-NGD-d (footnote 4);
-  :func:`regularized_ngd_velocity` (S.I.15-16); :func:`singular_mode_ode` for the
-  integrator; :func:`mode_jacobian` (j_i);
-* map dynamics (eq 17): :func:`map_velocity`, closed forms (:func:`map_strength_closed_form`
-  for p = 0, 1/2, 1, generalised to any initial value), any p (:func:`map_strength`),
-  time scales (:func:`half_max_time`, :func:`escape_time`);
-* conserved quantities: c_i of Theorem 1 (:func:`conserved_quantities`, eq 15), the
-  invariants of the block-diagonal rules (:func:`blockdiag_invariants`, footnote 4),
-  :func:`balance_diagnostics`;
-* singular modes of networks (footnote 1): :func:`aligned_params`, :func:`mode_strengths`,
-  :func:`layer_mode_strengths`.
-
-Scalars are Python floats; arrays (sigma, parameters, times) may come from any array-API
-namespace and results come back in it. See ``docs/theory.md``.
+The arrays are computed in the namespace ``xp`` and converted to NumPy only for the
+figures and files. As data (:mod:`arraycurv.experiments.registry`): :class:`TheoryConfig`
+(``Config``), the pure :func:`run_one` and :func:`report`, registered as ``"theory"``;
+panel titles and invariants follow the rule registry (:mod:`arraycurv.rules.registry`).
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from .. import backend
@@ -41,17 +40,36 @@ from ..dynamics.theory import (
     singular_mode_velocity,
     table1,
 )
-from . import check_out_dir
+from ..rules import registry as rule_registry
+from .registry import (
+    Experiment,
+    ExperimentConfig,
+    UsageError,
+    bind_namespace,
+    check_out_dir,
+    config_dict,
+    config_field,
+    float_list,
+    register_experiment,
+    report_each,
+    run_experiment,
+)
 
 __all__ = [
+    "EXPERIMENT",
     "FIG1_RULES",
     "FIG2_P",
     "FIG2_TARGETS",
     "FIG3_RULES",
+    "TABLE1_DEPTHS",
     "TRAJECTORY_START",
+    "Config",
+    "TheoryConfig",
     "format_table1",
     "map_curves",
+    "report",
     "run",
+    "run_one",
     "trajectory",
     "vector_field",
 ]
@@ -89,21 +107,27 @@ FIG2_P = (0.0, 0.5, 1.0, 2.0)
 FIG2_TARGETS = (1.0, 2.0, 4.0)
 
 
-#: Power q of the rule whose invariants a panel shows (inf: sigma_1^2 - sigma_2^2, eq 6).
-_INVARIANT_Q = {"sgd": math.inf, "ngd": math.inf, "sqrt_ngd": math.inf, "ngd_d": 1.0, "sqrt_ngd_d": 2.0}
+def _invariant_q(rule: str) -> float:
+    """Order q of the constant of motion of a rule's mode dynamics (from the rule
+    registry): inf (sigma_1^2 - sigma_2^2, eq 6) for the full-curvature rules, the rule's
+    own q for the block-diagonal ones (footnote 4)."""
+    spec = rule_registry.rule_spec(rule)
+    return spec.q if spec.block_diagonal else math.inf
 
 
+#: Label of the constant of motion by its order q (:func:`_invariant_q`).
 _INVARIANT_LABEL = {
-    "sgd": r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
-    "ngd": r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
-    "sqrt_ngd": r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
-    "ngd_d": r"$\sigma_1/\sigma_2$ (Sec. 5)",
-    "sqrt_ngd_d": r"$|\sigma_1|-|\sigma_2|$ (footnote 4)",
+    math.inf: r"$\sigma_1^2-\sigma_2^2$ (eq 6)",
+    1.0: r"$\sigma_1/\sigma_2$ (Sec. 5)",
+    2.0: r"$|\sigma_1|-|\sigma_2|$ (footnote 4)",
 }
 
 
-_TITLE = {"sgd": "SGD (eq 5)", "sqrt_ngd": "\u221aNGD (eq 12, q=2)", "ngd": "NGD (eq 10)",
-          "ngd_d": "NGD-d (eq 20)", "sqrt_ngd_d": "\u221aNGD-d (eq 21)"}
+def _title(rule: str) -> str:
+    """Panel title: the registry's label and mode equation (``"NGD (eq 10)"``)."""
+    spec = rule_registry.rule_spec(rule)
+    eq = (spec.mode_equation or spec.equation).replace("(", "").replace(")", "")
+    return f"{spec.label} ({eq})"
 
 
 def _grid(xp, lim, n, dt):
@@ -135,8 +159,8 @@ def vector_field(rule: str, xp, *, sigma_star: float = 1.0, lim: float = 2.0, n:
     # contours on a finer grid
     f1, f2, sigma = _grid(xp, lim, n_fine, dt)
     disp = sigma[:, 0] * sigma[:, 1] - sigma_star
-    q = _INVARIANT_Q[rule]
-    if rule == "ngd_d":
+    q = _invariant_q(rule)
+    if q == 1:  # NGD-d
         # sigma_1 / sigma_2 is conserved; draw its level sets through sin(2 theta) =
         # 2 s1 s2 / (s1^2 + s2^2), a function of the ratio that has no jump at sigma_2 = 0.
         r2 = sigma[:, 0] ** 2 + sigma[:, 1] ** 2
@@ -177,7 +201,7 @@ def trajectory(rule: str, start, xp, *, sigma_star: float = 1.0, t_end: float = 
     stop = int(keep[-1]) + 2 if keep.size else 1
     t, path = t[:stop], path[:stop]
     step = max(1, int(round(dot_every / (times[1] - times[0]))))
-    q = _INVARIANT_Q[rule]
+    q = _invariant_q(rule)
     inv = backend.to_numpy(blockdiag_invariants(backend.from_numpy(path, xp, dtype=dt), q))[:, 0]
     return {
         "t": t, "path": path, "dots": path[::step][1:],
@@ -212,76 +236,157 @@ def map_curves(p: float, xp, *, targets=FIG2_TARGETS, eta_bar: float = 1.0, num:
 TRAJECTORY_START = (0.15, 0.3)
 
 
-def run(out_dir: str | os.PathLike | None = "results/theory", *, xp=None, dtype="float64", seed: int = 0,
-        progress: bool = True, plots: bool = True) -> dict:
-    """Draw Figs 1-3 and write Table 1 (``fig1.png``, ``fig2.png``, ``fig3.png``,
-    ``table1.txt``, ``summary.json``, ``arrays.npz`` in ``out_dir``).
+#: Depths d of the printed Table 1 (the paper's 1, 2, inf and the teacher-student's 4).
+TABLE1_DEPTHS = (1, 2, 4, math.inf)
 
-    ``seed`` is unused (the theory is deterministic) and accepted for a uniform command
-    line. Returns the summary: Table 1, the half-max times of Fig 2 and, per rule of
-    Figs 1/3, the end point of the trajectory and the drift of its conserved quantity.
+
+@dataclass(frozen=True)
+class TheoryConfig(ExperimentConfig):
+    """Settings of the theory figures (Huh Figs 1-3, Table 1); validated when built.
+
+    Attributes
+    ----------
+    trajectory_start : tuple of float
+        Start (sigma_1, sigma_2) of the integrated trajectories of Figs 1 and 3.
+    fig2_targets : tuple of float
+        Targets sigma_star of the map curves of Fig 2 (positive).
+    seed : int
+        Unused (the theory is deterministic); kept for a uniform command line.
     """
+
+    trajectory_start: tuple = config_field(
+        TRAJECTORY_START, "start (sigma_1, sigma_2) of the integrated singular-mode trajectories of Figs 1, 3",
+        parse=float_list, metavar="S1,S2")
+    fig2_targets: tuple = config_field(FIG2_TARGETS, "targets sigma_star of the map curves of Fig 2",
+                                       parse=float_list, metavar="S[,S...]")
+
+    def check(self) -> None:
+        """Two finite start values, positive finite targets."""
+        super().check()
+        if len(self.trajectory_start) != 2 or not all(math.isfinite(s) for s in self.trajectory_start):
+            raise UsageError(f"trajectory-start: expected two finite numbers, got {self.trajectory_start}")
+        if not self.fig2_targets or not all(0 < s < math.inf for s in self.fig2_targets):
+            raise UsageError(f"fig2-targets: expected positive finite targets, got {self.fig2_targets}")
+
+
+#: The config of this experiment (the registry's ``config_type``).
+Config = TheoryConfig
+
+
+NAME = "theory"
+
+
+PAPER = "Huh (2020) Figs 1-3, Table 1"
+
+
+def run_one(config: TheoryConfig, *, xp=None, progress: bool = False, checkpoint=None) -> dict:
+    """Compute Table 1, the vector fields and trajectories of Figs 1/3 and the map curves
+    of Fig 2; write nothing.
+
+    Returns
+    -------
+    dict
+        The record: ``experiment``, ``paper``, ``backend``, ``config``, ``table1`` (and
+        its text ``table1_text``), ``trajectories`` (per rule: end point and drift of its
+        conserved quantity), ``fig2_half_max_times``, ``p_of_rules_at_d2``, ``arrays``
+        (for ``arrays.npz``) and ``figures`` (the data of the three figures).
+    """
+    config, xp = bind_namespace(config, xp)
+    log = (lambda msg: print(f"[theory] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
+              "config": config_dict(config), "sigma_star": 1.0, "eta_bar": 1.0,
+              "table1": {f"d={d:g}": {f"q={q:g}": v for q, v in row.items()}
+                         for d, row in table1(depths=TABLE1_DEPTHS).items()},
+              "table1_text": format_table1(depths=TABLE1_DEPTHS), "trajectories": {},
+              "fig2_half_max_times": {}, "arrays": {}, "figures": {"fields": {}, "curves": []}}
+    for rule in FIG1_RULES + FIG3_RULES:
+        log(f"vector field and trajectory: {rule}")
+        f = vector_field(rule, xp, dtype=config.dtype)
+        tr = trajectory(rule, config.trajectory_start, xp, dtype=config.dtype)
+        f.update(name=_title(rule), invariant_label=_INVARIANT_LABEL[_invariant_q(rule)], trajectory=tr["path"],
+                 dots=tr["dots"])
+        record["figures"]["fields"][rule] = f
+        record["trajectories"][rule] = {k: tr[k] for k in ("end", "final_displacement", "invariant_start",
+                                                           "invariant_end", "invariant_drift")}
+        record["arrays"].update({f"{rule}/trajectory": tr["path"], f"{rule}/t": tr["t"]})
+    for p in FIG2_P:
+        log(f"map curves p = {p:g}")
+        c = map_curves(p, xp, targets=config.fig2_targets, dtype=config.dtype)
+        c["title"] = f"p = {p:g}  ({_FIG2_NAMES[p]})"
+        record["figures"]["curves"].append(c)
+        record["fig2_half_max_times"][f"p={p:g}"] = {f"{s:g}": float(h) for s, h in zip(c["sigma_star"],
+                                                                                        c["half_time"])}
+        record["arrays"].update({f"fig2/p{p:g}/t": c["t"], f"fig2/p{p:g}/sigma": c["sigma"]})
+    record["p_of_rules_at_d2"] = {r: p_exponent(2, q) for r, q in (("sgd", math.inf), ("sqrt_ngd", 2.0),
+                                                                  ("ngd", 1.0))}
+    return record
+
+
+_FIG2_NAMES = {0.0: "NGD, any depth", 0.5: "\u221aNGD, d = 2", 1.0: "SGD d = 2; \u221aNGD d \u2192 \u221e",
+               2.0: "SGD, d \u2192 \u221e"}
+
+
+def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool = True, plots: bool = True) -> dict:
+    """Write ``fig1.png``, ``fig2.png``, ``fig3.png``, ``table1.txt``, ``summary.json`` and
+    ``arrays.npz`` of the records of :func:`run_one` into ``out_dir`` (atomically; nothing
+    for None); with ``progress`` print Table 1. Returns the summary (the record without
+    its arrays and figure data, plus ``files``)."""
+    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+
+
+def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
     from ..results import write_json, write_npz, write_text
 
-    xp = xp if xp is not None else backend.namespace_by_name("numpy")
-    if out_dir is not None:
-        check_out_dir(out_dir)
-    log = (lambda msg: print(f"[theory] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    summary = {"experiment": "theory", "paper": "Huh (2020) Figs 1-3, Table 1", "backend": backend.namespace_name(xp),
-               "config": {"dtype": dtype, "sigma_star": 1.0, "trajectory_start": list(TRAJECTORY_START),
-                          "fig2_targets": list(FIG2_TARGETS), "eta_bar": 1.0}}
-    arrays = {}
-    depths = (1, 2, 4, math.inf)
-    tab = format_table1(depths=depths)
-    summary["table1"] = {f"d={d:g}": {f"q={q:g}": v for q, v in row.items()}
-                         for d, row in table1(depths=depths).items()}
+    summary = {k: v for k, v in record.items() if k not in ("arrays", "figures", "table1_text")}
+    tab = record["table1_text"]
     if progress:
         print("Table 1 of Huh (2020): exponent p = 2(d-1)(q-1)/(dq) of eq (17) (d = 4 row added)")
         print(tab)
-    if out_dir is not None:
-        write_text(os.path.join(out_dir, "table1.txt"),
-                   "Huh (2020) Table 1: exponent p(d, q) of the map dynamics eq (17)\n" + tab + "\n")
+    if out_dir is None:
+        return summary
+    check_out_dir(out_dir)
+    write_text(os.path.join(out_dir, "table1.txt"),
+               "Huh (2020) Table 1: exponent p(d, q) of the map dynamics eq (17)\n" + tab + "\n")
+    write_npz(os.path.join(out_dir, "arrays.npz"), record["arrays"])
+    files = ["table1.txt", "summary.json", "arrays.npz"]
+    if plots:
+        from .plotting import plot_map_curves, plot_vector_fields
 
-    fields = {}
-    summary["trajectories"] = {}
-    for rule in FIG1_RULES + FIG3_RULES:
-        log(f"vector field and trajectory: {rule}")
-        f = vector_field(rule, xp, dtype=dtype)
-        tr = trajectory(rule, TRAJECTORY_START, xp, dtype=dtype)
-        f.update(name=_TITLE[rule], invariant_label=_INVARIANT_LABEL[rule], trajectory=tr["path"], dots=tr["dots"])
-        fields[rule] = f
-        summary["trajectories"][rule] = {k: tr[k] for k in ("end", "final_displacement", "invariant_start",
-                                                             "invariant_end", "invariant_drift")}
-        arrays[f"{rule}/trajectory"] = tr["path"]
-        arrays[f"{rule}/t"] = tr["t"]
-    curves = []
-    summary["fig2_half_max_times"] = {}
-    for p in FIG2_P:
-        log(f"map curves p = {p:g}")
-        c = map_curves(p, xp, dtype=dtype)
-        name = {0.0: "NGD, any depth", 0.5: "\u221aNGD, d = 2", 1.0: "SGD d = 2; \u221aNGD d \u2192 \u221e",
-                2.0: "SGD, d \u2192 \u221e"}[p]
-        c["title"] = f"p = {p:g}  ({name})"
-        curves.append(c)
-        summary["fig2_half_max_times"][f"p={p:g}"] = {f"{s:g}": float(h) for s, h in zip(c["sigma_star"],
-                                                                                         c["half_time"])}
-        arrays[f"fig2/p{p:g}/t"] = c["t"]
-        arrays[f"fig2/p{p:g}/sigma"] = c["sigma"]
-    summary["p_of_rules_at_d2"] = {r: p_exponent(2, q) for r, q in (("sgd", math.inf), ("sqrt_ngd", 2.0), ("ngd", 1.0))}
-    if out_dir is not None:
-        write_npz(os.path.join(out_dir, "arrays.npz"), arrays)
-        files = ["table1.txt", "summary.json", "arrays.npz"]
-        if plots:
-            from .plotting import plot_map_curves, plot_vector_fields
-
-            plot_vector_fields([fields[r] for r in FIG1_RULES], os.path.join(out_dir, "fig1.png"),
-                               title=r"Huh (2020) Fig 1: singular-mode dynamics at depth 2, $\bar\sigma_*=1$")
-            plot_vector_fields([fields[r] for r in FIG3_RULES], os.path.join(out_dir, "fig3.png"),
-                               title=r"Huh (2020) Fig 3: block-diagonal rules, $\bar\sigma_*=1$")
-            plot_map_curves(curves, os.path.join(out_dir, "fig2.png"))
-            files = ["fig1.png", "fig2.png", "fig3.png"] + files
-        summary["files"] = files
-        write_json(os.path.join(out_dir, "summary.json"), summary)
-        if progress:
-            print(f"wrote {', '.join(files)} to {out_dir}")
+        fields = record["figures"]["fields"]
+        plot_vector_fields([fields[r] for r in FIG1_RULES], os.path.join(out_dir, "fig1.png"),
+                           title=r"Huh (2020) Fig 1: singular-mode dynamics at depth 2, $\bar\sigma_*=1$")
+        plot_vector_fields([fields[r] for r in FIG3_RULES], os.path.join(out_dir, "fig3.png"),
+                           title=r"Huh (2020) Fig 3: block-diagonal rules, $\bar\sigma_*=1$")
+        plot_map_curves(record["figures"]["curves"], os.path.join(out_dir, "fig2.png"))
+        files = ["fig1.png", "fig2.png", "fig3.png"] + files
+    summary["files"] = files
+    write_json(os.path.join(out_dir, "summary.json"), summary)
+    if progress:
+        print(f"wrote {', '.join(files)} to {out_dir}")
     return summary
+
+
+def run(config: TheoryConfig | str | os.PathLike | None = None,
+        out_dir: str | os.PathLike | None = "results/theory", *, xp=None, progress: bool = True,
+        plots: bool = True, dtype: str | None = None, seed: int | None = None) -> dict:
+    """Draw Figs 1-3 and write Table 1 (``fig1.png``, ``fig2.png``, ``fig3.png``,
+    ``table1.txt``, ``summary.json``, ``arrays.npz`` in ``out_dir``): :func:`run_one`
+    then :func:`report`.
+
+    ``run(out_dir, dtype=..., seed=...)`` (a path first, the earlier form) still works.
+    Returns the summary: Table 1, the half-max times of Fig 2 and, per rule of Figs 1/3,
+    the end point of the trajectory and the drift of its conserved quantity.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config, out_dir = None, config
+    config = TheoryConfig() if config is None else config
+    legacy = {k: v for k, v in (("dtype", dtype), ("seed", seed)) if v is not None}
+    if legacy:
+        config = replace(config, **legacy)
+    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
+
+
+#: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
+EXPERIMENT = register_experiment(Experiment(
+    name=NAME, config_type=TheoryConfig, run_one=run_one, report=report,
+    help="Huh Figs 1-3 (singular-mode vector fields, map curves) and Table 1", paper=PAPER))

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import backend
 from ..results import atomic_write
+from ..rules.registry import rule_label as _registry_label
 
 __all__ = [
     "RULE_STYLE",
@@ -75,13 +76,10 @@ def _no_minor_ticks(*axes) -> None:
 
 def rule_label(name: str) -> str:
     """Display label of a rule name (``'sqrt_ngd'`` -> ``'√NGD'``, ``'qngd_q3'`` -> ``'q-NGD (q=3)'``)."""
-    if name in RULE_STYLE:
-        return RULE_STYLE[name][1]
-    if name.startswith("qngd_d_q"):
-        return f"q-NGD-d (q={name[8:]})"
-    if name.startswith("qngd_q"):
-        return f"q-NGD (q={name[6:]})"
-    return name
+    try:
+        return _registry_label(name)  # the one registry of rule names (arraycurv.rules.registry)
+    except ValueError:
+        return name
 
 
 def rule_color(name: str, index: int = 0) -> str:
@@ -228,6 +226,18 @@ def _rule_handles(rules, styled=True):
     return hs, [rule_label(r) for r in rules]
 
 
+def _fig4_targets(ax, target, teacher, rank: int) -> None:
+    """Panel A of Fig 4: the target singular values (signal dark, noise light) and the teacher's."""
+    k = np.arange(1, target.size + 1)
+    ax.bar(k[:rank], target[:rank], color="#444444", label="signal")
+    ax.bar(k[rank:], target[rank:], color="#bbbbbb", label="noise")
+    ax.plot(k, teacher, "x", color="#d62728", ms=6, label="teacher alone")
+    ax.set_xlabel("singular mode k")
+    ax.set_ylabel(r"$\bar\sigma_{*k}$ of the training target map")
+    ax.set_title("A  target singular values", fontsize=10, loc="left")
+    ax.legend(fontsize=8, frameon=False)
+
+
 def plot_teacher_student_fig4(hist: Mapping[str, Any], path, *, xscale: str = "log") -> str:
     """Huh Fig 4: (A) target singular values, (B) train loss, (C) test loss with
     early-stopping points, (D) singular-mode strengths of the map over time, one small
@@ -250,14 +260,7 @@ def plot_teacher_student_fig4(hist: Mapping[str, Any], path, *, xscale: str = "l
     axA = fig.add_subplot(gs[0, :third])
     axB = fig.add_subplot(gs[0, third:2 * third])
     axC = fig.add_subplot(gs[0, 2 * third:], sharex=axB)
-    k = np.arange(1, target.size + 1)
-    axA.bar(k[:rank], target[:rank], color="#444444", label="signal")
-    axA.bar(k[rank:], target[rank:], color="#bbbbbb", label="noise")
-    axA.plot(k, teacher, "x", color="#d62728", ms=6, label="teacher alone")
-    axA.set_xlabel("singular mode k")
-    axA.set_ylabel(r"$\bar\sigma_{*k}$ of the training target map")
-    axA.set_title("A  target singular values", fontsize=10, loc="left")
-    axA.legend(fontsize=8, frameon=False)
+    _fig4_targets(axA, target, teacher, rank)
     for i, r in enumerate(rules):
         h = hist[r]
         c = rule_color(r, i)

@@ -1,41 +1,18 @@
-"""Linear algebra the curvature code needs (spec 1.3), written against the array API.
+"""Kronecker algebra in the row-major ``vec`` convention of the flat parameter vector.
 
-* Spectral powers of symmetric positive semi-definite (PSD) matrices with an explicit
-  cut-off and damping: the Moore-Penrose pseudo-inverse of Hessian+ behind NGD
-  (Huh (2020) eq (9)) and its fractional powers behind q-NGD (the ``q``-th root of H+,
-  Huh (2020) Sec. 3, eq (12)), :func:`psd_power`; the general (non-square) pseudo-inverse power
-  by SVD (Bernacchia et al. (2018) eq (10) with pseudo-inverses, Supplementary eq (45)),
-  :func:`pinv_power`.
-* Kronecker algebra in the row-major (C-order) ``vec`` convention of the flat parameter
-  vector: :func:`kron`, :func:`kron_matvec`, :func:`kron_psd_power_apply`
-  ((A kron B)^p = A^p kron B^p, Bernacchia et al. (2018) eq (10)), :func:`kron_solve`.
-* Sylvester equations: A X + X B = C with two eigendecompositions, minimum-norm
-  least squares for singular systems (Huh (2020) S.I.1, eqs (S.I.9)-(S.I.10)),
-  :func:`solve_sylvester`; and sum_i A_i X B_i = C, :func:`solve_generalized_sylvester`.
-
-Conventions
------------
-``vec_r(X)`` is ``reshape(X, (-1,))`` (rows one after another, as in ``params.flatten``).
-Then ``kron(A, B) @ vec_r(X) == vec_r(A @ X @ B.T)`` and
-``vec_r(sum_i A_i X B_i) == (sum_i kron(A_i, B_i.T)) @ vec_r(X)``.
-
-Cut-offs: eigen/singular values ``<= rcond * (largest one)`` (per matrix of a batch) are
-treated as zero. ``rcond=None`` means ``N * eps(dtype)``, with ``N`` the larger side of
-the matrix the routine is equivalent to (``n`` for an (n, n) matrix, ``m * n`` for a
-Kronecker product or Kronecker sum acting on (m, n) matrices); this is the rank rule of
-``numpy.linalg.matrix_rank``. For matrices that are singular only up to rounding
-(e.g. ``L @ L.T`` with a thin ``L``) pass a larger ``rcond`` such as ``sqrt(eps)``.
-
-All routines take arrays of any array-API namespace, return results in the caller's
-namespace, dtype and device, and work over leading (batch) axes, which broadcast
-against each other as in ``matmul``. See ``docs/linalg.md``.
+:func:`kron`, :func:`kron_matvec` (``kron(A, B) @ vec_r(X) == vec_r(A @ X @ B.T)``),
+:func:`kron_psd_power_apply` ((A kron B)^p = A^p kron B^p, Bernacchia et al. (2018)
+eq (10)) and :func:`kron_solve`. Conventions in :mod:`arraycurv.linalg`.
 """
 
 from __future__ import annotations
 
+import array_api_compat
+import array_api_extra as xpx
+
 from .. import backend
-from ..validation import check_matrix, check_square
-from ._common import _batch_shape, _check_inputs, _check_symmetric, _keep_above, _power_of_kept, _rcond, _real, _sym
+from ..validation import check_matrix, check_real, check_square
+from ._common import _batch_shape, _check_inputs, _check_symmetric, _keep_above, _power_of_kept, _rcond, _sym
 
 __all__ = ['kron', 'kron_matvec', 'kron_psd_power_apply', 'kron_solve']
 
@@ -63,7 +40,17 @@ def kron(a, b):
     check_matrix(a, "a")
     check_matrix(b, "b")
     _check_inputs(xp, "a", [("a", a), ("b", b)])
-    batch = _batch_shape([("a", a), ("b", b)])
+    return _kron(xp, a, b, _batch_shape([("a", a), ("b", b)]))
+
+
+def _kron(xp, a, b, batch=()):
+    """Trusted :func:`kron`: array-api-extra's ``kron`` for matrices (the same products
+    a_ij b_kl, so identical results), a broadcast product over leading axes otherwise.
+
+    PyTorch takes the broadcast product too: array-api-extra hands it to ``torch.kron``
+    through array-api-compat, which fails on non-contiguous views (slices, transposes)."""
+    if a.ndim == 2 and b.ndim == 2 and not array_api_compat.is_torch_namespace(xp):
+        return xpx.kron(a, b, xp=xp)
     m, n = a.shape[-2:]
     p, q = b.shape[-2:]
     a6 = xp.reshape(a, tuple(a.shape[:-2]) + (m, 1, n, 1))
@@ -154,8 +141,8 @@ def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
     array, shape (..., m, n)
     """
     xp, m, n = _check_kron_operands(a, b, x, "x")
-    p = _real(p, "p")
-    damping = _real(damping, "damping", nonneg=True)
+    p = check_real(p, "p")
+    damping = check_real(damping, "damping", lo=0)
     rc, batch = _check_symmetric_kron_operands(xp, a, b, x, "x", rcond)
     if m == 0 or n == 0:
         return xp.zeros(batch + (m, n), dtype=x.dtype, device=backend.device_of(x))

@@ -32,8 +32,12 @@ statistics the routine needs (Sxx, the residual moment E from the residuals f(x)
 which avoids the cancellation of w̄ Sxx - Syx near a minimum, and the loss); everything
 after that costs the same for any batch size.
 
-Only the squared error (``losses.MSE()``) is supported: any other ``loss`` raises
-``TypeError``.
+The closed forms are those of the squared error (``losses.MSE()``). With any other loss
+(softmax cross-entropy) the curvature verbs defer to the generic defaults built from the
+passes below, and the Hessian-vector product uses the same recursion with the loss's
+output gradients and Hessians; :class:`LinearMoments` batches need the squared error.
+Arguments are validated once by :func:`arraycurv.validation.check_call` (this module
+registers the input/output shapes and the LinearMoments batch type).
 """
 
 from __future__ import annotations
@@ -44,12 +48,18 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
-
 from .. import backend
 from ..losses import MSE
 from ..params import num_params
-from ..validation import check_finite, check_ndim, check_params, check_shape, check_symmetric
+from ..validation import (
+    ArgumentTypeError,
+    batch_leaves,
+    check_call,
+    check_finite,
+    check_ndim,
+    check_shape,
+    check_symmetric,
+)
 from . import base as _itf
 
 __all__ = ['DeepLinear', 'LinearMoments', 'moments', 'partial_products', 'total_map', 'whitened_moments']
@@ -191,142 +201,48 @@ def whitened_moments(target_map, syy=None) -> LinearMoments:
     return LinearMoments(sxx=eye, syx=target_map, syy=s, count=None)
 
 
-# ============================================================================ validation
-def _check_model(model) -> None:
-    if not isinstance(model, DeepLinear):
-        raise TypeError(f"model: expected a DeepLinear, got {type(model).__name__}")
+# ============================================================================ validation hooks
+# The front end is validation.check_call; deep linear networks add their input/output
+# shapes and their second batch type, LinearMoments (checked here once, at the boundary).
+@_itf.input_shape.register(DeepLinear)
+def _input_shape(model):
+    return (model.widths[0],)
 
 
-def _check_loss(loss) -> None:
-    if not isinstance(loss, MSE):
-        raise TypeError(
-            f"loss: expected losses.MSE() (deep linear networks support only the squared error "
-            f"of Huh eq 1), got {loss!r}"
-        )
-
-
-def _leaves(name, value, out):
-    """Collect (name, leaf) pairs of tuples / LinearMoments / arrays (non-arrays kept)."""
-    if isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            _leaves(f"{name}[{i}]", v, out)
-    elif isinstance(value, LinearMoments):
-        _leaves(f"{name}.sxx", value.sxx, out)
-        _leaves(f"{name}.syx", value.syx, out)
-        if not _is_real_scalar(value.syy):  # a Python/NumPy number is converted in _batch_stats
-            _leaves(f"{name}.syy", value.syy, out)
-    else:
-        out.append((name, value))
+@_itf.output_shape.register(DeepLinear)
+def _output_shape(model):
+    return (model.widths[-1],)
 
 
 def _is_real_scalar(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and not backend.is_array(v)
 
 
-def _namespace_pairs(pairs, named):
-    """Namespace shared by the array leaves ``pairs`` (fast path: one array type).
-
-    Raises TypeError naming a leaf that is not an array, or (through
-    :func:`backend.namespace_of`) the first argument whose namespace differs; checks devices.
-    """
-    if not pairs:
-        raise TypeError("expected at least one array argument, got none")
-    t = type(pairs[0][1])
-    if not all(type(a) is t for _, a in pairs) or not backend.is_array(pairs[0][1]):
-        for name, a in pairs:
-            if not backend.is_array(a):
-                raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
-        return backend.namespace_of(**named)
-    first = pairs[0][1]
-    xp = array_api_compat.array_namespace(first)
-    if not array_api_compat.is_numpy_array(first):  # NumPy arrays all live on the CPU
-        backend.check_same_device(pairs)
-    return xp
-
-
-def _namespace(**named):
-    """Namespace of all array leaves of the named arguments (see :func:`_namespace_pairs`)."""
+@batch_leaves.register(LinearMoments)
+def _moment_leaves(batch, model, loss, name="batch"):
+    """Shapes of the moments against the model (sxx symmetric); the arrays to check."""
+    if not isinstance(model, DeepLinear):
+        raise ArgumentTypeError(f"{name}: expected a tuple (x, y) for {type(model).__name__}, got LinearMoments")
+    if loss is not None and not isinstance(loss, MSE):
+        raise ArgumentTypeError(
+            f"{name}: expected a tuple (x, y) for loss {loss!r} (LinearMoments hold the statistics of the "
+            f"squared error only, Huh eq 1), got LinearMoments"
+        )
+    n0, nl = model.widths[0], model.widths[-1]
     pairs = []
-    for k, v in named.items():
-        _leaves(k, v, pairs)
-    return _namespace_pairs(pairs, named)
-
-
-def _all_finite(xp, pairs) -> None:
-    """Raise ValueError naming the first array with NaN/Inf (one pass, one host sync).
-
-    All arrays must share a dtype (checked before)."""
-    if not pairs:
-        return
-    flat = xp.concat([xp.reshape(a, (-1,)) for _, a in pairs])
-    if not bool(xp.all(xp.isfinite(flat))):
-        for name, a in pairs:
-            check_finite(a, name, xp)
-
-
-def _check_dtype(arr, dtype, name) -> None:
-    if arr.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype} (like params), got {arr.dtype}")
-
-
-def _check_tree(tree, shapes, name) -> None:
-    """Fast check that ``tree`` is a tuple of arrays of exactly ``shapes``."""
-    if isinstance(tree, (tuple, list)) and len(tree) == len(shapes):
-        for i, (p, s) in enumerate(zip(tree, shapes)):
-            sh = getattr(p, "shape", None)
-            if sh is None:
-                raise TypeError(f"{name}[{i}]: expected an array of shape {s}, got {type(p).__name__}")
-            if tuple(sh) != s:
-                break
-        else:
-            return
-    check_params(tree, shapes, name)
-
-
-def _prepare(model, params, *, tangents=(), arrays=(), batch=None, loss=None):
-    """Validate model, loss, params, parameter-shaped tangents, extra arrays and the batch's
-    namespace, dtype and finiteness (shapes of the batch: :func:`_batch_stats`); return xp.
-
-    ``tangents`` is a sequence of (name, tuple) and ``arrays`` of (name, array); ``batch``
-    is a tuple (x, y) or LinearMoments.
-    """
-    _check_model(model)
-    if loss is not None:
-        _check_loss(loss)
-    shapes = model.shapes
-    _check_tree(params, shapes, "params")
-    named = {"params": tuple(params)}
-    pairs = [(f"params[{i}]", p) for i, p in enumerate(params)]
-    for tname, t in tangents:
-        _check_tree(t, shapes, tname)
-        named[tname] = tuple(t)
-        pairs += [(f"{tname}[{i}]", p) for i, p in enumerate(t)]
-    for aname, a in arrays:
-        named[aname] = a
-        pairs.append((aname, a))
-    if batch is not None:
-        if isinstance(batch, LinearMoments):
-            named["batch"] = batch
-            _leaves("batch", batch, pairs)
-        elif isinstance(batch, (tuple, list)) and len(batch) == 2:
-            named["batch x"], named["batch y"] = batch
-            pairs += [("batch x", batch[0]), ("batch y", batch[1])]
-        else:
-            raise TypeError(f"batch: expected a tuple (x, y) or LinearMoments, got {type(batch).__name__}")
-    xp = _namespace_pairs(pairs, named)
-    backend.check_float(params[0], "params[0]", xp)
-    dt = params[0].dtype
-    for name, a in pairs:
-        if a.dtype != dt:
-            raise TypeError(f"{name}: expected dtype {dt} (like params), got {a.dtype}")
-    _all_finite(xp, pairs)
-    return xp
-
-
-def _check_x(model, xp, x, dtype, name="x"):
-    check_ndim(x, 2, name)
-    check_shape(x, (None, model.widths[0]), name)
-    _check_dtype(x, dtype, name)
+    for field, shape in (("sxx", (n0, n0)), ("syx", (nl, n0))):
+        a = getattr(batch, field)
+        check_shape(a, shape, f"{name}.{field}")
+        pairs.append((f"{name}.{field}", a))
+    syy = batch.syy
+    if _is_real_scalar(syy):
+        if not math.isfinite(float(syy)):
+            raise ValueError(f"{name}.syy: expected a finite value, got {syy!r}")
+    else:
+        check_shape(syy, (), f"{name}.syy")
+        pairs.append((f"{name}.syy", syy))
+    check_symmetric(batch.sxx, f"{name}.sxx")
+    return None, None, None, None, tuple(pairs)
 
 
 def _chain_widths(params, name="params"):
@@ -343,6 +259,12 @@ def _chain_widths(params, name="params"):
                 f"(columns = rows of {name}[{i - 1}]), got {tuple(params[i].shape)}"
             )
     return tuple(widths)
+
+
+def _check_chain(params, **arrays):
+    """Validate a parameter chain given without its model (and extra named arrays); xp."""
+    model = DeepLinear(_chain_widths(params))
+    return check_call(model, params, arrays=tuple(arrays.items()))
 
 
 # ============================================================================ products
@@ -392,8 +314,7 @@ def total_map(params):
     -------
     array (nL, n0)
     """
-    _chain_widths(params)
-    xp = _namespace(params=tuple(params))
+    xp = _check_chain(params)
     out = params[0]
     for w in params[1:]:
         out = w @ out
@@ -419,8 +340,7 @@ def partial_products(params):
     prefix, suffix : tuple of arrays
         prefix[k] of shape (n_k, n0), suffix[k] of shape (nL, n_{k+1}).
     """
-    _chain_widths(params)
-    xp = _namespace(params=tuple(params))
+    xp = _check_chain(params)
     pre = _prefixes(xp, params)[:-1]
     if len(pre) > 1:
         pre[1] = xp.asarray(pre[1], copy=True)  # W_{<2} = W_1: do not hand out the caller's array
@@ -435,15 +355,13 @@ class _Stats:
 
 
 def _batch_stats(xp, model, params, batch, *, need_sxx, need_e, need_loss, prefix=None):
-    """Statistics of ``batch`` (tuple (x, y) or LinearMoments) needed by a routine; checks
-    its shapes (namespace, dtype and finiteness are checked by :func:`_prepare`).
+    """Statistics of ``batch`` (tuple (x, y) or LinearMoments) needed by a routine (the
+    batch was validated by :func:`arraycurv.validation.check_call`).
 
     ``prefix`` = [W_{<1}, ..., W_{<L}, w̄] when the caller has it (needed for e and loss).
     From a raw batch: sxx = x^T x / B; residual r = x w̄^T - y, e = r^T x / B,
     loss = sum(r^2) / (2B). From moments: e = w̄ sxx - syx, loss by Huh eq 1.
     """
-    n0, nl = model.widths[0], model.widths[-1]
-    dt = params[0].dtype
     st = _Stats()
     st.sxx = st.e = st.loss = None
     if (need_e or need_loss) and prefix is None:
@@ -453,12 +371,7 @@ def _batch_stats(xp, model, params, batch, *, need_sxx, need_e, need_loss, prefi
     if isinstance(batch, LinearMoments):
         sxx, syx, syy = batch.sxx, batch.syx, batch.syy
         if _is_real_scalar(syy):
-            if not math.isfinite(float(syy)):
-                raise ValueError(f"batch.syy: expected a finite value, got {syy!r}")
-            syy = xp.asarray(float(syy), dtype=dt, device=backend.device_of(params[0]))
-        for name, a, shape in (("batch.sxx", sxx, (n0, n0)), ("batch.syx", syx, (nl, n0)), ("batch.syy", syy, ())):
-            check_shape(a, shape, name)
-        check_symmetric(sxx, "batch.sxx", xp)
+            syy = xp.asarray(float(syy), dtype=params[0].dtype, device=backend.device_of(params[0]))
         st.sxx = sxx
         if need_e or need_loss:
             ws = st.wbar @ sxx
@@ -468,14 +381,9 @@ def _batch_stats(xp, model, params, batch, *, need_sxx, need_e, need_loss, prefi
                 st.loss = xp.asarray(0.5 * xp.sum(ws * st.wbar) - xp.sum(st.wbar * syx) + 0.5 * syy)
         return st
     x, y = batch
-    _check_x(model, xp, x, dt, "batch x")
     b = x.shape[0]
-    if b < 1:
-        raise ValueError(f"batch x: expected a batch of at least one sample, got shape {tuple(x.shape)}")
-    check_shape(y, (b, nl), "batch y")
-    xt = x.T
     if need_sxx:
-        st.sxx = (xt @ x) / b
+        st.sxx = (x.T @ x) / b
     if need_e or need_loss:
         r = x @ st.wbar.T - y
         if need_e:
@@ -499,6 +407,11 @@ def _init_params(model, seed, xp=None, *, dtype=None, device=None, scale=1.0, me
     Huh S.I.3). Same values on every namespace for the same seed."""
     if xp is None:
         xp = backend.namespace_by_name("numpy")
+    elif isinstance(xp, str):
+        raise ArgumentTypeError(
+            f"xp: expected an array namespace (e.g. array_api_strict, or "
+            f"arraycurv.backend.namespace_by_name({xp!r})), got the string {xp!r}"
+        )
     dt = backend.float_dtype(xp, dtype)
     g = backend.rng(seed)
     if method == "gaussian":
@@ -511,10 +424,8 @@ def _init_params(model, seed, xp=None, *, dtype=None, device=None, scale=1.0, me
 
 
 @_itf.forward.register(DeepLinear)
-def _forward(model, params, x):
+def _forward(model, params, x, *, xp):
     """f(x) = x W_1^T ... W_L^T for a batch x of shape (B, n0); returns (B, nL)."""
-    xp = _prepare(model, params, arrays=(("x", x),))
-    _check_x(model, xp, x, params[0].dtype)
     h = x
     for w in params:
         h = h @ w.T
@@ -522,13 +433,11 @@ def _forward(model, params, x):
 
 
 @_itf.jvp.register(DeepLinear)
-def _jvp(model, params, x, tangent):
+def _jvp(model, params, x, tangent, *, xp):
     """Tangent pass: h_l = h_{l-1} W_l^T, t_l = t_{l-1} W_l^T + h_{l-1} V_l^T with t_0 = 0.
 
     Returns ``(f(x), J tangent)``, both (B, nL).
     """
-    xp = _prepare(model, params, tangents=(("tangent", tangent),), arrays=(("x", x),))
-    _check_x(model, xp, x, params[0].dtype)
     h = x @ params[0].T
     t = x @ tangent[0].T
     for w, v in zip(params[1:], tangent[1:]):
@@ -538,14 +447,11 @@ def _jvp(model, params, x, tangent):
 
 
 @_itf.vjp.register(DeepLinear)
-def _vjp(model, params, x, cotangent):
+def _vjp(model, params, x, cotangent, *, xp):
     """Reverse pass: with c_L = cotangent, grad_l = c_l^T h_{l-1}, c_{l-1} = c_l W_l.
 
     Returns sum_b J_b^T cotangent_b shaped like ``params`` (no 1/B).
     """
-    xp = _prepare(model, params, arrays=(("x", x), ("cotangent", cotangent)))
-    _check_x(model, xp, x, params[0].dtype)
-    check_shape(cotangent, (x.shape[0], model.widths[-1]), "cotangent")
     hs = [x]
     for w in params[:-1]:
         hs.append(hs[-1] @ w.T)

@@ -15,8 +15,22 @@ registering
   given the forward tangents ``(dp, dx)``, the output cotangent ``dy`` and its
   R-derivative ``rdy``, returns ``R{dx}`` and ``R{dp}``. It is the backward pass of the
   linearized cotangent ``rdy`` plus the second-order terms of the layer (the bilinear
-  terms of Dense/Conv2d, the phi'' term of activations, nothing for linear or piecewise
-  linear layers).
+  terms of Dense/Conv2d, the phi'' term of activations, the curvature of the
+  normalization of LayerNorm, nothing for linear or piecewise linear layers).
+
+and, where they apply, the per-layer capabilities the model-level code asks for:
+
+* :func:`layer_init` -- seeded initial parameters (default: ``()`` for parameter-free
+  layers);
+* :func:`layer_kron_rows` -- the input and output-cotangent rows of a layer whose weight
+  gradient is a sum of outer products (Dense, Conv2d): its K-FAC factors (default: None,
+  no Kronecker-factored block);
+* :func:`layer_cost` -- elements per sample the passes keep for the layer (default: twice
+  its input), which sizes the batched Pearlmutter passes.
+
+With these registered, a new layer gets the Jacobian, GGN, Hessian-vector products, the
+explicit Hessian, the Fisher variants and (with :func:`layer_kron_rows`) K-FAC of every
+:class:`~arraycurv.models.sequential.Sequential` network that contains it.
 
 Shapes: activations have the batch on the leading axis, ``x`` of shape ``(B, *in_shape)``
 with ``in_shape = (n,)`` for vectors and ``(C, H, W)`` for images (NCHW). Tangents,
@@ -36,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend
-from ..validation import check_params
+from ..validation import check_int, check_params, check_real
 from ._image import _col2im, _im2col, _pad2d
 
 __all__ = [
@@ -46,10 +60,14 @@ __all__ = [
     "Conv2d",
     "Dense",
     "Flatten",
+    "LayerNorm",
     "MaxPool2d",
     "activation_derivatives",
+    "layer_cost",
     "layer_forward",
+    "layer_init",
     "layer_jvp",
+    "layer_kron_rows",
     "layer_output_shape",
     "layer_param_shapes",
     "layer_rop_vjp",
@@ -57,28 +75,19 @@ __all__ = [
 ]
 
 
-#: Names accepted by :class:`Activation`.
-ACTIVATIONS = ("identity", "tanh", "relu", "elu", "sigmoid")
 
 
 _PARAMS_MODES = ("sum", "per_sample", "none")
 
 
 # ------------------------------------------------------------------------ helpers
-def _pos_int(v: Any, name: str, *, allow_zero: bool = False) -> int:
-    lo = 0 if allow_zero else 1
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        want = "a non-negative int" if allow_zero else "a positive int"
-        raise ValueError(f"{name}: expected {want}, got {v!r}")
-    return v
-
-
 def _pair(v: Any, name: str, *, allow_zero: bool = False) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name}: expected an int or a pair of ints, got {v!r}")
-        return (_pos_int(v[0], name, allow_zero=allow_zero), _pos_int(v[1], name, allow_zero=allow_zero))
-    v = _pos_int(v, name, allow_zero=allow_zero)
+        lo = 0 if allow_zero else 1
+        return (check_int(v[0], name, lo=lo), check_int(v[1], name, lo=lo))
+    v = check_int(v, name, lo=0 if allow_zero else 1)
     return (v, v)
 
 
@@ -168,8 +177,8 @@ class Dense:
     bias: bool = True
 
     def __post_init__(self):
-        _pos_int(self.n_in, "n_in")
-        _pos_int(self.n_out, "n_out")
+        check_int(self.n_in, "n_in", lo=1)
+        check_int(self.n_out, "n_out", lo=1)
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,8 @@ class Activation:
     """Elementwise nonlinearity phi, one of :data:`ACTIVATIONS` (no parameters).
 
     elu uses alpha = 1; relu'(0) = 0 (the derivative is taken from the right only for
-    x > 0), and the second derivative of relu is 0 everywhere.
+    x > 0), and the second derivative of relu is 0 everywhere; gelu is the tanh
+    approximation (:func:`activation_derivatives`).
     """
 
     name: str
@@ -206,8 +216,8 @@ class Conv2d:
     bias: bool = True
 
     def __post_init__(self):
-        _pos_int(self.in_channels, "in_channels")
-        _pos_int(self.out_channels, "out_channels")
+        check_int(self.in_channels, "in_channels", lo=1)
+        check_int(self.out_channels, "out_channels", lo=1)
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "kernel_size"))
         object.__setattr__(self, "stride", _pair(self.stride, "stride"))
         object.__setattr__(self, "padding", _pair(self.padding, "padding", allow_zero=True))
@@ -249,11 +259,35 @@ class Flatten:
     """Reshape (B, *shape) -> (B, prod(shape)) in C order (no parameters)."""
 
 
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer normalization over the feature axes with affine parameters (Ba et al. 2016):
+
+        y = gamma * (x - mu) / sqrt(var + eps) + beta,
+
+    with mu and var the mean and the (biased) variance of each sample over all its
+    feature axes. Parameters ``(gamma, beta)``, both shaped like the features
+    ``shape`` (an int or a tuple; the input of the layer must have exactly that shape).
+    It is not a Kronecker-factored layer (no K-FAC block).
+    """
+
+    shape: Any
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        shp = (self.shape,) if isinstance(self.shape, int) and not isinstance(self.shape, bool) else self.shape
+        if not isinstance(shp, (tuple, list)) or len(shp) == 0:
+            raise ValueError(f"shape: expected a positive int or a tuple of them, got {self.shape!r}")
+        object.__setattr__(self, "shape", tuple(check_int(s, "shape", lo=1) for s in shp))
+        eps = check_real(self.eps, "eps", lo=0, lo_open=True, want="a finite real number > 0")
+        object.__setattr__(self, "eps", eps)
+
+
 # ------------------------------------------------------------ generic functions
 def _unknown(fn: str, layer):
     raise TypeError(
         f"layer: {fn} is not implemented for {type(layer).__name__}; expected one of Dense, Activation, "
-        f"Conv2d, AvgPool2d, MaxPool2d, Flatten (or register it), got {layer!r}"
+        f"Conv2d, AvgPool2d, MaxPool2d, Flatten, LayerNorm (or register it), got {layer!r}"
     )
 
 
@@ -314,6 +348,69 @@ def layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     (parameter part summed over the batch axis). Pearlmutter (1994), Neural Comput. 6.
     """
     _unknown("layer_rop_vjp", layer)
+
+
+@functools.singledispatch
+def layer_init(layer, g, xp, *, dtype, device=None, method="gaussian", gain=1.0) -> tuple:
+    """Seeded initial parameters of ``layer`` drawn from the NumPy generator ``g``.
+
+    ``method`` is ``"gaussian"`` (weights N(0, gain^2 / fan_in)) or ``"orthogonal"`` (gain
+    times a (semi-)orthogonal matrix; Saxe et al. 2013, Huh 2020 S.I.3); what a layer
+    does with them is its own (biases and LayerNorm's beta are zero, gamma is one). The
+    default returns ``()`` for a parameter-free layer and raises ``TypeError`` otherwise.
+    """
+    if layer_param_shapes(layer):
+        _unknown("layer_init", layer)
+    return ()
+
+
+@functools.singledispatch
+def layer_kron_rows(layer, p, cache, dy=None):
+    """The Kronecker rows of a layer whose weight gradient is a sum of outer products.
+
+    For a layer with parameters ``(W[, b])``, W reshaped to (n_out, n_in), whose
+    per-sample weight gradient is sum_t g_bt a_bt^T over T locations (Dense: T = 1;
+    Conv2d: the output pixels; Grosse & Martens 2016), returns ``(a, g)`` with the input
+    rows ``a`` of shape (B, T, n_in [+1]) (a homogeneous 1 appended when there is a bias,
+    so the rows cover ``[W, b]``) and the rows ``g`` of the output cotangent ``dy``
+    (*lead, B, *out_shape), of shape (*lead, B, T, n_out) (None when ``dy`` is None).
+    The default returns None: the layer has no Kronecker-factored (K-FAC) block.
+    """
+    return None
+
+
+@functools.singledispatch
+def layer_cost(layer, input_shape) -> int:
+    """Elements per sample that the passes keep for ``layer`` on an input ``input_shape``.
+
+    Sizes the chunks of batched Pearlmutter passes. The default is twice the input (the
+    input and one intermediate); gathers (convolution, pooling) are kh*kw times their
+    input.
+    """
+    return 2 * math.prod(input_shape)
+
+
+def _init_weight(g, s, xp, dtype, device, method, gain):
+    fan_in = math.prod(s[1:])
+    if method == "gaussian":
+        return backend.normal(g, s, xp, dtype=dtype, device=device, scale=gain / math.sqrt(fan_in))
+    return xp.reshape(backend.orthogonal(g, (s[0], fan_in), xp, gain=gain, dtype=dtype, device=device), s)
+
+
+def _full(xp, s, value, dtype, device):
+    return xp.full(s, value, dtype=dtype) if device is None else xp.full(s, value, dtype=dtype, device=device)
+
+
+def _init_weight_bias(layer, g, xp, *, dtype, device=None, method="gaussian", gain=1.0):
+    """Weight (fan_in = prod of all but the first axis) and a zero bias."""
+    shapes = layer_param_shapes(layer)
+    w = _init_weight(g, shapes[0], xp, dtype, device, method, gain)
+    return (w,) + tuple(_full(xp, s, 0.0, dtype, device) for s in shapes[1:])
+
+
+def _with_ones(xp, rows):
+    one = xp.ones(tuple(rows.shape[:-1]) + (1,), dtype=rows.dtype, device=backend.device_of(rows))
+    return xp.concat([rows, one], axis=-1)
 
 
 # ---------------------------------------------------------------------- Dense
@@ -397,37 +494,99 @@ def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     return rdx, rdp
 
 
+layer_init.register(Dense)(_init_weight_bias)
+
+
+@layer_kron_rows.register
+def _(layer: Dense, p, cache, dy=None):
+    xp = backend.namespace_of(x=cache)
+    a = _with_ones(xp, cache) if layer.bias else cache
+    return a[:, None, :], (None if dy is None else dy[..., None, :])
+
+
 # ----------------------------------------------------------------- Activation
+def _act_identity(xp, x):
+    return x, xp.ones_like(x), xp.zeros_like(x)
+
+
+def _act_tanh(xp, x):
+    y = xp.tanh(x)
+    d1 = 1.0 - y * y
+    return y, d1, -2.0 * y * d1
+
+
+def _act_relu(xp, x):
+    pos, one, zero = x > 0, xp.ones_like(x), xp.zeros_like(x)
+    return xp.where(pos, x, zero), xp.where(pos, one, zero), zero
+
+
+def _act_elu(xp, x):
+    pos, zero = x > 0, xp.zeros_like(x)
+    em1 = xp.expm1(xp.minimum(x, zero))
+    return xp.where(pos, x, em1), xp.where(pos, xp.ones_like(x), em1 + 1.0), xp.where(pos, zero, em1 + 1.0)
+
+
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _act_sigmoid(xp, x):
+    y = _sigmoid(xp, x)
+    d1 = y * (1.0 - y)
+    return y, d1, d1 * (1.0 - 2.0 * y)
+
+
+def _act_softplus(xp, x):
+    # log(1 + e^x) = max(x, 0) + log1p(e^{-|x|}); its derivative is the sigmoid
+    s = _sigmoid(xp, x)
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x))), s, s * (1.0 - s)
+
+
+_GELU_C, _GELU_A = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def _act_gelu(xp, x):
+    # tanh form 0.5 x (1 + tanh(u)), u = c (x + a x^3) (Hendrycks & Gimpel 2016 eq. 2)
+    u = _GELU_C * (x + _GELU_A * x * x * x)
+    du = _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)
+    t = xp.tanh(u)
+    sech2 = 1.0 - t * t
+    dt = sech2 * du  # d tanh(u) / dx
+    d2t = sech2 * (6.0 * _GELU_C * _GELU_A * x) - 2.0 * t * dt * du
+    return 0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * dt, dt + 0.5 * x * d2t
+
+
+#: name -> function ``(xp, x) -> (phi, phi', phi'')`` of the activations of :class:`Activation`.
+_ACTIVATION_FNS = {
+    "identity": _act_identity,
+    "tanh": _act_tanh,
+    "relu": _act_relu,
+    "elu": _act_elu,
+    "sigmoid": _act_sigmoid,
+    "softplus": _act_softplus,
+    "gelu": _act_gelu,
+}
+
+#: Names accepted by :class:`Activation`.
+ACTIVATIONS = tuple(_ACTIVATION_FNS)
+
+#: Activations with phi'' = 0 wherever they are differentiable (no R-op second-order term).
+_PIECEWISE_LINEAR = frozenset({"identity", "relu"})
+
+
 def activation_derivatives(name: str, x, *, order: int = 2):
     """phi(x), phi'(x) and (order 2) phi''(x) of the activation ``name``, elementwise.
 
-    Stable forms: sigmoid via exp(-|x|), elu via expm1(min(x, 0)). Returns a tuple of
-    ``order + 1`` arrays like ``x``.
+    Stable forms: sigmoid via exp(-|x|), elu via expm1(min(x, 0)), softplus as
+    max(x, 0) + log1p(exp(-|x|)) with phi' = sigmoid. ``gelu`` is the tanh approximation
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) of Hendrycks & Gimpel (2016) eq. (2)
+    (the array API has no erf, so the exact x Phi(x) form is not offered). Returns a
+    tuple of ``order + 1`` arrays like ``x``.
     """
-    if name not in ACTIVATIONS:
+    if name not in _ACTIVATION_FNS:
         raise ValueError(f"name: expected an activation in {ACTIVATIONS}, got {name!r}")
-    xp = backend.namespace_of(x=x)
-    one = xp.ones_like(x)
-    zero = xp.zeros_like(x)
-    if name == "identity":
-        out = (x, one, zero)
-    elif name == "tanh":
-        y = xp.tanh(x)
-        d1 = 1.0 - y * y
-        out = (y, d1, -2.0 * y * d1)
-    elif name == "relu":
-        pos = x > 0
-        out = (xp.where(pos, x, zero), xp.where(pos, one, zero), zero)
-    elif name == "elu":
-        pos = x > 0
-        em1 = xp.expm1(xp.minimum(x, zero))
-        out = (xp.where(pos, x, em1), xp.where(pos, one, em1 + 1.0), xp.where(pos, zero, em1 + 1.0))
-    else:  # sigmoid
-        e = xp.exp(-xp.abs(x))
-        y = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        d1 = y * (1.0 - y)
-        out = (y, d1, d1 * (1.0 - 2.0 * y))
-    return out[: order + 1]
+    return _ACTIVATION_FNS[name](backend.namespace_of(x=x), x)[: order + 1]
 
 
 @layer_param_shapes.register
@@ -473,19 +632,19 @@ def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     if not input_grad:
         return None, ()
     rdx = rdy * d1
-    if dx is not None and layer.name not in ("identity", "relu"):
+    if dx is not None and layer.name not in _PIECEWISE_LINEAR:
         d2 = activation_derivatives(layer.name, x)[2]
         rdx = rdx + dy * d2 * dx  # R{dy phi'(x)} = rdy phi' + dy phi'' R{x}
     return rdx, ()
 
 
 # --------------------------------------------------------------------- Conv2d
-def _conv_out_hw(layer, input_shape, what="input_shape"):
+def _conv_out_hw(layer, input_shape, padding=(0, 0), what="input_shape"):
     if len(tuple(input_shape)) != 3:
         raise ValueError(f"{what}: expected (C, H, W) for {layer!r}, got {_fmt(tuple(input_shape))}")
     c, h, w = input_shape
     (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-    ph, pw = getattr(layer, "padding", (0, 0))
+    ph, pw = padding
     if kh > h + 2 * ph or kw > w + 2 * pw:
         raise ValueError(
             f"kernel_size: expected at most the padded input size ({h + 2 * ph}, {w + 2 * pw}) "
@@ -502,7 +661,7 @@ def _(layer: Conv2d):
 
 @layer_output_shape.register
 def _(layer: Conv2d, input_shape):
-    ho, wo = _conv_out_hw(layer, input_shape)
+    ho, wo = _conv_out_hw(layer, input_shape, layer.padding)
     if input_shape[0] != layer.in_channels:
         raise ValueError(
             f"input_shape: expected {layer.in_channels} channels (C, H, W) for {layer!r}, got {_fmt(input_shape)}"
@@ -540,7 +699,7 @@ def _conv_input_cot(xp, layer, k2, dy2, cache):
 def _(layer: Conv2d, p, x):
     if not hasattr(x, "ndim") or x.ndim != 4 or x.shape[1] != layer.in_channels:
         _check_input(layer, x, 3, (layer.in_channels, "H", "W"))
-    out_hw = _conv_out_hw(layer, tuple(x.shape[1:]))
+    out_hw = _conv_out_hw(layer, tuple(x.shape[1:]), layer.padding)
     _check_layer_params(layer, p)
     xp = backend.namespace_of(params=tuple(p), x=x)
     b = x.shape[0]
@@ -632,6 +791,30 @@ def _(layer: Conv2d, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     return rdx, rdp
 
 
+layer_init.register(Conv2d)(_init_weight_bias)
+
+
+@layer_kron_rows.register
+def _(layer: Conv2d, p, cache, dy=None):
+    # the im2col gather of the forward pass is the patch matrix of KFC
+    xp = backend.namespace_of(cols=cache.cols)
+    a = xp.permute_dims(cache.cols, (0, 2, 1))  # (B, T, C*kh*kw)
+    a = _with_ones(xp, a) if layer.bias else a
+    if dy is None:
+        return a, None
+    el = cache.out_hw[0] * cache.out_hw[1]
+    g = xp.reshape(dy, _lead(dy, 3) + (layer.out_channels, el))
+    return a, xp.matrix_transpose(g)  # (*lead, B, T, out)
+
+
+def _gather_cost(layer, input_shape):
+    kh, kw = layer.kernel_size
+    return math.prod(input_shape) * (1 + kh * kw)
+
+
+layer_cost.register(Conv2d)(_gather_cost)
+
+
 # -------------------------------------------------------------------- pooling
 @dataclass(frozen=True, eq=False)
 class _PoolCache:
@@ -644,6 +827,10 @@ class _PoolCache:
 @layer_param_shapes.register(MaxPool2d)
 def _(layer):
     return ()
+
+
+layer_cost.register(AvgPool2d)(_gather_cost)
+layer_cost.register(MaxPool2d)(_gather_cost)
 
 
 @layer_output_shape.register(AvgPool2d)
@@ -775,3 +962,111 @@ def _(layer: Flatten, p, cache, dy, *, params_mode="sum", input_grad=True):
 def _(layer: Flatten, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     rdx = _unflatten_cot(layer, cache, rdy, "rdy")
     return (rdx if input_grad else None), ()
+
+
+# ------------------------------------------------------------------ LayerNorm
+@dataclass(frozen=True, eq=False)
+class _NormCache:
+    xhat: Any  # (B, *shape) normalized input
+    r: Any  # (B, 1, ..., 1) reciprocal standard deviation 1 / sqrt(var + eps)
+    axes: tuple  # the feature axes, counted from the end
+
+
+@layer_param_shapes.register
+def _(layer: LayerNorm):
+    return (layer.shape, layer.shape)
+
+
+@layer_output_shape.register
+def _(layer: LayerNorm, input_shape):
+    if tuple(input_shape) != layer.shape:
+        raise ValueError(f"input_shape: expected {_fmt(layer.shape)} for {layer!r}, got {_fmt(tuple(input_shape))}")
+    return layer.shape
+
+
+@layer_init.register
+def _(layer: LayerNorm, g, xp, *, dtype, device=None, method="gaussian", gain=1.0):
+    return (_full(xp, layer.shape, 1.0, dtype, device), _full(xp, layer.shape, 0.0, dtype, device))
+
+
+def _fmean(xp, a, axes):
+    return xp.mean(a, axis=axes, keepdims=True)
+
+
+def _norm_proj(xp, cache, u):
+    """The Jacobian of xhat in x applied to u: r (u - mean(u) - xhat mean(xhat u)) (symmetric)."""
+    xh, ax = cache.xhat, cache.axes
+    return cache.r * (u - _fmean(xp, u, ax) - xh * _fmean(xp, xh * u, ax))
+
+
+def _expand_batch(xp, t, n_feat):
+    """(*lead, *shape) parameter tangent -> (*lead, 1, *shape), broadcasting over the batch."""
+    return xp.expand_dims(t, axis=t.ndim - n_feat)
+
+
+@layer_forward.register
+def _(layer: LayerNorm, p, x):
+    _check_input(layer, x, len(layer.shape), layer.shape)
+    _check_layer_params(layer, p)
+    xp = backend.namespace_of(params=tuple(p), x=x)
+    axes = tuple(range(-len(layer.shape), 0))
+    xc = x - _fmean(xp, x, axes)
+    r = 1.0 / xp.sqrt(_fmean(xp, xc * xc, axes) + layer.eps)
+    xh = xc * r
+    return p[0] * xh + p[1], _NormCache(xh, r, axes)
+
+
+@layer_jvp.register
+def _(layer: LayerNorm, p, cache, dp, dx):
+    _check_tangent(dp, p, "dp", layer)
+    _check_trailing(dx, cache.xhat.shape, "dx", layer)
+    xp = backend.namespace_of(params=tuple(p))
+    n = len(layer.shape)
+    t = None if dx is None else p[0] * _norm_proj(xp, cache, dx)
+    if dp is not None:
+        t = _add(t, _expand_batch(xp, dp[0], n) * cache.xhat + _expand_batch(xp, dp[1], n))
+    return t
+
+
+def _norm_param_cot(xp, layer, cache, dy, params_mode):
+    if params_mode == "none":
+        return None
+    if params_mode == "per_sample":
+        return (dy * cache.xhat, dy)
+    b_axis = -(len(layer.shape) + 1)
+    return (xp.sum(dy * cache.xhat, axis=b_axis), xp.sum(dy, axis=b_axis))
+
+
+@layer_vjp.register
+def _(layer: LayerNorm, p, cache, dy, *, params_mode="sum", input_grad=True):
+    _check_mode(params_mode)
+    _check_trailing(dy, cache.xhat.shape, "dy", layer)
+    xp = backend.namespace_of(params=tuple(p), dy=dy)
+    dx = _norm_proj(xp, cache, p[0] * dy) if input_grad else None
+    return dx, _norm_param_cot(xp, layer, cache, dy, params_mode)
+
+
+@layer_rop_vjp.register
+def _(layer: LayerNorm, p, cache, dp, dx, dy, rdy, *, input_grad=True):
+    """R{dx} = P(R{u}) + R{r} q - r (R{xh} mean(xh u) + xh mean(R{xh} u)) with u = gamma dy,
+    q = u - mean(u) - xh mean(xh u) (so that dx = r q), R{xh} the tangent of xh and
+    R{r} = -r^2 mean(xh dx); R{dgamma} = sum_b rdy xh + dy R{xh}, R{dbeta} = sum_b rdy."""
+    _check_tangent(dp, p, "dp", layer)
+    for a, name in ((dx, "dx"), (dy, "dy"), (rdy, "rdy")):
+        _check_trailing(a, cache.xhat.shape, name, layer)
+    xp = backend.namespace_of(params=tuple(p), dy=dy, rdy=rdy)
+    n, xh, ax = len(layer.shape), cache.xhat, cache.axes
+    b_axis = -(n + 1)
+    rxh = None if dx is None else _norm_proj(xp, cache, dx)
+    rdp = (xp.sum(_add(rdy * xh, None if rxh is None else dy * rxh), axis=b_axis), xp.sum(rdy, axis=b_axis))
+    if not input_grad:
+        return None, rdp
+    u = p[0] * dy
+    ru = _add(p[0] * rdy, None if dp is None else _expand_batch(xp, dp[0], n) * dy)
+    rdx = _norm_proj(xp, cache, ru)
+    if rxh is not None:
+        m_u = _fmean(xp, xh * u, ax)
+        q = u - _fmean(xp, u, ax) - xh * m_u
+        rr = -(cache.r * cache.r) * _fmean(xp, xh * dx, ax)
+        rdx = rdx + rr * q - cache.r * (rxh * m_u + xh * _fmean(xp, rxh * u, ax))
+    return rdx, rdp

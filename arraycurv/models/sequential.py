@@ -7,7 +7,8 @@ Parameters are a flat tuple over all layers in order (W1, b1, W2, b2, ...); laye
 without parameters contribute nothing. The model's input is ``x`` of shape
 ``(B, *input_shape)``; its output ``f(x)`` has shape ``(B, k)``.
 
-A :class:`Linearization` (from :func:`linearize`, one forward pass) holds every layer's
+A :class:`SequentialLinearization` (what the generic :func:`arraycurv.linearize` returns
+for a Sequential, one forward pass) holds every layer's
 input and cache, so that any number of Jacobian-vector products
 (:func:`jvp_linearized`), vector-Jacobian products (:func:`vjp_linearized`) or
 backpropagations to the layer outputs (:func:`backprop_to_layer_outputs`, what K-FAC
@@ -19,15 +20,25 @@ shape ``(m, B, k)``; a cotangent ``(m, B, k)`` gives ``(m, *p.shape)`` per tenso
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from .. import backend
-from ..curvature.generic import check_batch
 from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
-from ..validation import check_params
-from .base import forward, hvp, init_params, jvp, param_shapes, vjp
+from .base import (
+    Linearization,
+    forward,
+    hvp,
+    init_params,
+    input_shape,
+    jvp,
+    linearize,
+    output_shape,
+    param_shapes,
+    stacked_tangents,
+    vjp,
+)
+from .deep_linear import DeepLinear
 from .layers import (
     Activation,
     AvgPool2d,
@@ -36,6 +47,7 @@ from .layers import (
     Flatten,
     MaxPool2d,
     layer_forward,
+    layer_init,
     layer_jvp,
     layer_output_shape,
     layer_param_shapes,
@@ -44,8 +56,9 @@ from .layers import (
 )
 
 __all__ = [
-    "Linearization",
     "Sequential",
+    "SequentialLinearization",
+    "as_sequential",
     "backprop_to_layer_outputs",
     "hvp_linearized",
     "jvp_linearized",
@@ -66,7 +79,7 @@ class Sequential:
     Parameters
     ----------
     layers : tuple
-        Layer dataclasses (Dense, Activation, Conv2d, AvgPool2d, MaxPool2d, Flatten, or
+        Layer dataclasses (Dense, Activation, Conv2d, AvgPool2d, MaxPool2d, Flatten, LayerNorm, or
         any layer type registered with the generic functions of :mod:`arraycurv.layers`).
     input_shape : tuple of int
         Shape of one input without the batch axis: ``(n0,)`` or ``(C, H, W)``.
@@ -131,25 +144,29 @@ def _(model: Sequential):
     return tuple(tuple(s) for layer in model.layers for s in layer_param_shapes(layer))
 
 
+@input_shape.register
+def _(model: Sequential):
+    return model.input_shape
+
+
+@output_shape.register
+def _(model: Sequential):
+    return _shapes(model)[1]
+
+
+@stacked_tangents.register
+def _(model: Sequential):
+    return True
+
+
 def _split(model, params):
     return tuple(tuple(params[a:b]) for a, b in layer_param_indices(model))
 
 
-def _check_model_inputs(model, params, x):
-    """Validate params (names ``params[i]``) and x (names ``x`` and the first layer)."""
-    check_params(params, param_shapes(model), "params")
-    xp = backend.namespace_of(params=tuple(params), x=x)
-    want = (None, *model.input_shape)
-    if x.ndim != len(want) or tuple(x.shape[1:]) != model.input_shape:
-        raise ValueError(
-            f"x: expected shape (*, {', '.join(map(str, model.input_shape))}) for the input of "
-            f"layers[0] = {model.layers[0]!r}, got {tuple(x.shape)}"
-        )
-    backend.check_float(x, "x", xp)
-    for i, p in enumerate(params):
-        if p.dtype != x.dtype:
-            raise TypeError(f"params[{i}]: expected dtype {x.dtype} like x, got {p.dtype}")
-    return xp
+def _tangent_lead(model, tangent) -> tuple:
+    """Leading axes of a (validated) tangent tree: those of its first tensor."""
+    t, s = tangent[0], param_shapes(model)[0]
+    return tuple(t.shape[: t.ndim - len(s)])
 
 
 def _check_tangent_tree(model, params, tangent, name):
@@ -192,7 +209,8 @@ def mlp(sizes, activation: str = "tanh", bias: bool = True) -> Sequential:
     sizes : sequence of int
         Widths (n0, n1, ..., nL), L >= 1.
     activation : str
-        One of identity, tanh, relu, elu, sigmoid, applied after every layer but the last.
+        One of :data:`arraycurv.models.layers.ACTIVATIONS` (identity, tanh, relu, elu,
+        sigmoid, softplus, gelu), applied after every layer but the last.
     bias : bool
         Whether the dense layers have biases.
     """
@@ -252,8 +270,9 @@ def lenet5(
 # ------------------------------------------------------------------ initialization
 @init_params.register
 def _(model: Sequential, seed, xp=None, *, dtype=None, device=None, method="gaussian", gain=1.0):
-    """Seeded parameters: weights N(0, gain^2 / fan_in) (``"gaussian"``) or gain times a
-    (semi-)orthogonal matrix (``"orthogonal"``, Saxe et al. 2013; Huh S.I.3), biases zero.
+    """Seeded parameters, layer by layer (:func:`arraycurv.models.layers.layer_init`):
+    weights N(0, gain^2 / fan_in) (``"gaussian"``) or gain times a (semi-)orthogonal
+    matrix (``"orthogonal"``, Saxe et al. 2013; Huh S.I.3), biases zero.
 
     fan_in = n_in for dense layers and in_channels * kh * kw for convolutions, whose
     orthogonal init is applied to the (out, in*kh*kw) reshape. The draws come from one
@@ -265,58 +284,80 @@ def _(model: Sequential, seed, xp=None, *, dtype=None, device=None, method="gaus
     xp = backend.namespace_by_name("numpy") if xp is None else xp
     dt = backend.float_dtype(xp, dtype)
     g = backend.rng(seed)
-    out = []
-    for s in param_shapes(model):
-        if len(s) == 1:
-            out.append(xp.zeros(s, dtype=dt, device=device) if device is not None else xp.zeros(s, dtype=dt))
-            continue
-        fan_in = math.prod(s[1:])
-        if method == "gaussian":
-            w = backend.normal(g, s, xp, dtype=dt, device=device, scale=gain / math.sqrt(fan_in))
-        else:
-            w = xp.reshape(backend.orthogonal(g, (s[0], fan_in), xp, gain=gain, dtype=dt, device=device), s)
-        out.append(w)
-    return tuple(out)
+    return tuple(t for layer in model.layers
+                 for t in layer_init(layer, g, xp, dtype=dt, device=device, method=method, gain=gain))
 
 
 # ----------------------------------------------------------------- linearization
 @dataclass(frozen=True, eq=False)
-class Linearization:
-    """A network linearized at ``(params, x)``: everything one forward pass computes.
+class SequentialLinearization(Linearization):
+    """A Sequential network linearized at ``(params, x)``: everything one forward pass computes.
+
+    Its products (:meth:`jvp`, :meth:`vjp`, :meth:`hvp`, and the module functions
+    :func:`jvp_linearized`, :func:`vjp_linearized`, :func:`hvp_linearized`,
+    :func:`backprop_to_layer_outputs`) reuse the caches instead of running the forward
+    pass again.
 
     Attributes
     ----------
-    model, params, x
-        The model, its parameters and the input batch.
+    model, params, x, outputs
+        As in :class:`arraycurv.models.base.Linearization`.
     inputs : tuple
         The input activation of each layer (``inputs[0] is x``).
     caches : tuple
-        Each layer's cache from :func:`~arraycurv.layers.layer_forward`.
-    outputs : array
-        The network outputs f(x), shape (B, k).
+        Each layer's cache from :func:`~arraycurv.models.layers.layer_forward`.
     """
 
-    model: Any
-    params: tuple
-    x: Any
-    inputs: tuple
-    caches: tuple
-    outputs: Any
+    inputs: tuple = ()
+    caches: tuple = ()
+
+    def jvp(self, tangent):
+        return jvp_linearized(self, tangent)
+
+    def vjp(self, cotangent, *, per_sample: bool = False):
+        return vjp_linearized(self, cotangent, per_sample=per_sample)
+
+    def hvp(self, y, v, loss=MSE()):
+        return hvp_linearized(self, y, v, loss)
 
 
-def linearize(model, params, x) -> Linearization:
-    """One forward pass of ``model`` at ``(params, x)`` keeping every layer's cache."""
-    _check_model_inputs(model, params, x)
+@linearize.register
+def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
+    """One forward pass of ``model`` at ``(params, x)`` keeping every layer's input and cache."""
     a = x
     inputs, caches = [], []
     for layer, p in zip(model.layers, _split(model, params)):
         inputs.append(a)
         a, cache = layer_forward(layer, p, a)
         caches.append(cache)
-    return Linearization(model, tuple(params), x, tuple(inputs), tuple(caches), a)
+    return SequentialLinearization(model, tuple(params), x, a, tuple(inputs), tuple(caches))
 
 
-def layer_inputs(lin: Linearization) -> tuple:
+# ------------------------------------------------------------------ as Sequential
+@functools.singledispatch
+def as_sequential(model) -> Sequential:
+    """The :class:`Sequential` network computing the same function with the same parameters.
+
+    A Sequential is itself; a :class:`~arraycurv.models.DeepLinear` is Dense(bias=False)
+    layers with identity activations between them (Huh 2020 Sec. 2). Families register
+    it to get the layer-wise routines (K-FAC) of Sequential networks.
+    """
+    raise TypeError(
+        f"model: expected a Sequential network (mlp, lenet5, ...) or a DeepLinear, got {type(model).__name__}"
+    )
+
+
+@as_sequential.register
+def _(model: Sequential) -> Sequential:
+    return model
+
+
+@as_sequential.register
+def _(model: DeepLinear) -> Sequential:
+    return mlp(model.widths, activation="identity", bias=False)
+
+
+def layer_inputs(lin: SequentialLinearization) -> tuple:
     """The input activation of each layer, shape (B, *in_shape_l) (K-FAC's a_{l-1})."""
     return lin.inputs
 
@@ -339,15 +380,14 @@ def _zeros_out(lin, lead):
                     device=backend.device_of(lin.outputs))
 
 
-def jvp_linearized(lin: Linearization, tangent) -> Any:
+def jvp_linearized(lin: SequentialLinearization, tangent) -> Any:
     """Jacobian-vector product J v at the linearization point, shape (B, k).
 
     ``tangent`` is a tuple shaped like the parameters; each tensor may carry the same
     leading axes ``(m, ...)``, giving an (m, B, k) result (m products at once).
     """
-    lead = _check_tangent_tree(lin.model, lin.params, tangent, "tangent")
-    _, out = _forward_tangents(lin, tangent)
-    return _zeros_out(lin, lead) if out is None else out
+    _check_tangent_tree(lin.model, lin.params, tangent, "tangent")
+    return _jvp_trusted(lin, tangent)
 
 
 def _backward(lin, cotangent, params_mode):
@@ -364,7 +404,19 @@ def _backward(lin, cotangent, params_mode):
     return grads
 
 
-def vjp_linearized(lin: Linearization, cotangent, *, per_sample: bool = False) -> tuple:
+def _jvp_trusted(lin, tangent):
+    """J v at a linearization for a validated tangent (no checks)."""
+    _, out = _forward_tangents(lin, tangent)
+    return _zeros_out(lin, _tangent_lead(lin.model, tangent)) if out is None else out
+
+
+def _vjp_trusted(lin, cotangent, per_sample=False):
+    """sum_b J_b^T u_b (or per sample) for a validated cotangent (no checks)."""
+    grads = _backward(lin, cotangent, "per_sample" if per_sample else "sum")
+    return tuple(t for dp in grads if dp for t in dp)
+
+
+def vjp_linearized(lin: SequentialLinearization, cotangent, *, per_sample: bool = False) -> tuple:
     """Vector-Jacobian product sum_b J_b^T u_b at the linearization point (no 1/B).
 
     ``cotangent`` has shape (B, k) or (m, B, k); leading axes are kept, so an (m, B, k)
@@ -372,12 +424,10 @@ def vjp_linearized(lin: Linearization, cotangent, *, per_sample: bool = False) -
     axis is kept too: tensors of shape (*lead, B, *p.shape) holding J_b^T u_b.
     """
     _check_cotangent(lin, cotangent)
-    mode = "per_sample" if per_sample else "sum"
-    grads = _backward(lin, cotangent, mode)
-    return tuple(t for dp in grads if dp for t in dp)
+    return _vjp_trusted(lin, cotangent, per_sample)
 
 
-def backprop_to_layer_outputs(lin: Linearization, cotangent) -> tuple:
+def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
     """Cotangent at every layer's output, per sample (what K-FAC's output factors need).
 
     ``cotangent`` (B, k) or (m, B, k) (e.g. the k columns of a loss-Hessian factor) is
@@ -398,8 +448,7 @@ def backprop_to_layer_outputs(lin: Linearization, cotangent) -> tuple:
 
 # ---------------------------------------------------------------- generic passes
 @forward.register
-def _(model: Sequential, params, x):
-    _check_model_inputs(model, params, x)
+def _(model: Sequential, params, x, *, xp=None):
     a = x
     for layer, p in zip(model.layers, _split(model, params)):
         a, _ = layer_forward(layer, p, a)
@@ -407,14 +456,14 @@ def _(model: Sequential, params, x):
 
 
 @jvp.register
-def _(model: Sequential, params, x, tangent):
-    lin = linearize(model, params, x)
-    return lin.outputs, jvp_linearized(lin, tangent)
+def _(model: Sequential, params, x, tangent, *, xp=None):
+    lin = linearize.trusted(model, params, x, xp=xp)
+    return lin.outputs, _jvp_trusted(lin, tangent)
 
 
 @vjp.register
-def _(model: Sequential, params, x, cotangent):
-    return vjp_linearized(linearize(model, params, x), cotangent)
+def _(model: Sequential, params, x, cotangent, *, xp=None):
+    return _vjp_trusted(linearize.trusted(model, params, x, xp=xp), cotangent)
 
 
 def _loss_hvp(loss, outputs, v):
@@ -427,7 +476,7 @@ def _loss_hvp(loss, outputs, v):
     return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
 
 
-def hvp_linearized(lin: Linearization, y, v, loss=MSE()) -> tuple:
+def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     """Exact Hessian-vector product H v of the mean loss at a linearization (spec 3.3).
 
     Pearlmutter's (1994) R-operator reusing the caches of :func:`linearize`: a forward
@@ -437,14 +486,15 @@ def hvp_linearized(lin: Linearization, y, v, loss=MSE()) -> tuple:
     ``v`` is shaped like the parameters and may carry leading axes (m products at once).
     """
     check_targets(loss, lin.outputs, y)
+    _check_tangent_tree(lin.model, lin.params, v, "v")
     return _hvp_linearized(lin, y, v, loss)
 
 
 def _hvp_linearized(lin, y, v, loss):
-    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss."""
+    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs)."""
     model = lin.model
     b = lin.x.shape[0]
-    lead = _check_tangent_tree(model, lin.params, v, "v")
+    lead = _tangent_lead(model, v)
     t_in, jv = _forward_tangents(lin, v)
     if jv is None:
         jv = _zeros_out(lin, lead)
@@ -470,7 +520,7 @@ def _hvp_linearized(lin, y, v, loss):
 
 
 @hvp.register
-def _(model: Sequential, params, batch, v, loss=MSE()):
+def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     """Exact Hessian-vector product H v of the mean loss (spec 2.4, 3.3).
 
     Pearlmutter's (1994) R-operator: a forward tangent pass (J v and every layer's input
@@ -478,7 +528,5 @@ def _(model: Sequential, params, batch, v, loss=MSE()):
     adds the second-order terms (bilinear terms of dense/conv layers, phi'' of the
     activations) to H_l J v / B. ``v`` may carry leading axes (m products at once).
     """
-    xp, x, y = check_batch(model, params, batch, loss)
-    lin = linearize(model, params, x)
-    check_targets(loss, lin.outputs, y)
-    return _hvp_linearized(lin, y, v, loss)
+    x, y = batch
+    return _hvp_linearized(linearize.trusted(model, params, x, xp=xp), y, v, loss)

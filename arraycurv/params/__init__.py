@@ -13,6 +13,7 @@ from typing import Any
 
 from ..backend import namespace_of
 from ..validation import check_shape
+from . import partition  # noqa: F401  (GroupedNewton partitions: arraycurv.params.partition)
 
 __all__ = [
     "flatten",
@@ -111,9 +112,19 @@ def tree_vdot(a, b):
 
 
 def tree_norm(a):
-    """Euclidean norm of a tuple of arrays as a 0-d array."""
+    """Euclidean norm of a tuple of arrays as a 0-d array.
+
+    The entries are divided by the largest magnitude before squaring, so the norm neither
+    overflows (a norm of 2e200 is 2e200) nor underflows; an Inf entry gives inf.
+    """
     xp = namespace_of(a=tuple(a))
-    return xp.sqrt(tree_vdot(a, a))
+    mags = [xp.max(xp.abs(x)) for x in a if math.prod(x.shape)]
+    if not mags:
+        return xp.sqrt(tree_vdot(a, a))
+    amax = xp.max(xp.stack(mags))
+    scale = xp.where((amax > 0) & xp.isfinite(amax), amax, xp.ones_like(amax))
+    scaled = tuple(x / scale for x in a)
+    return xp.where(xp.isinf(amax), amax, scale * xp.sqrt(tree_vdot(scaled, scaled)))
 
 
 def tree_zeros_like(a):

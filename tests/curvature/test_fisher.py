@@ -16,8 +16,6 @@ References, all independent of the code under test:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -25,63 +23,13 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import Sequential, backend, mlp
-from arraycurv.models.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
-from tests import helpers
-from tests.helpers import assert_close, dtypes, seeds
-
-MSE, CE = ac.MSE(), ac.SoftmaxCrossEntropy()
-
-
-# ---------------------------------------------------------------- strategies
-#: small architectures: the Fisher tests materialize P x P matrices
-mlp_models = functools.partial(helpers.mlp_models, max_depth=3, max_width=5)
-cnn_models = functools.partial(helpers.cnn_models, max_channels=2, min_hw=4, max_hw=5,
-                               pools=(AvgPool2d(2), MaxPool2d(2)))
+from arraycurv.models.layers import Activation, Conv2d, Dense, Flatten
+from tests.cases import CE, MSE, cases, cnn_models, deep_linear_models, make_case, mlp_models, out_dim
+from tests.helpers import assert_close
+from tests.references.curvature import default_ggn, npf
 
 
-@st.composite
-def deep_linear_models(draw, max_depth=3, max_width=4):
-    depth = draw(st.integers(1, max_depth))
-    return ac.DeepLinear(tuple(draw(st.integers(1, max_width)) for _ in range(depth + 1)))
-
-
-@st.composite
-def cases(draw, models=None, max_batch=5, losses=(MSE, CE)):
-    """(model, batch size, dtype, seed, loss); CE only for Sequential models with k >= 2."""
-    model = draw(models if models is not None else st.one_of(mlp_models(), cnn_models(), deep_linear_models()))
-    loss = draw(st.sampled_from(losses))
-    if isinstance(model, ac.DeepLinear) or out_dim(model) < 2:
-        loss = MSE
-    return model, draw(st.integers(1, max_batch)), draw(dtypes), draw(seeds), loss
-
-
-def out_dim(model):
-    if isinstance(model, ac.DeepLinear):
-        return model.widths[-1]
-    return ac.models.sequential._shapes(model)[1][0]
-
-
-def in_shape(model):
-    return (model.widths[0],) if isinstance(model, ac.DeepLinear) else model.input_shape
-
-
-def make_case(xp, model, b, dtype, seed, loss=MSE, scale=0.7):
-    g = np.random.default_rng(seed)
-    params = tuple(backend.normal(g, s, xp, dtype=dtype, scale=scale) for s in ac.param_shapes(model))
-    x = backend.normal(g, (b, *in_shape(model)), xp, dtype=dtype)
-    k = out_dim(model)
-    y = backend.normal(g, (b, k), xp, dtype=dtype) if loss == MSE else backend.integers(g, 0, k, (b,), xp)
-    v = tuple(backend.normal(g, s, xp, dtype=dtype) for s in ac.param_shapes(model))
-    return params, x, y, v
-
-
-def npf(a):
-    """Flat float64 NumPy copy of an array or a parameter tuple."""
-    if isinstance(a, (tuple, list)):
-        return np.concatenate([npf(t).ravel() for t in a])
-    return backend.to_numpy(a).astype(np.float64)
-
-
+# ---------------------------------------------------------------- helpers
 def single(xp, a, i):
     return a[i : i + 1, ...]
 
@@ -94,20 +42,6 @@ def sample_grad(xp, model, params, x, y, i, target):
 
 def loss_of(target):
     return CE if "int" in str(target.dtype) else MSE
-
-
-def default_ggn(model, params, batch, loss):
-    """The interface's generic GGN (jvp then vjp per column), bypassing model overrides."""
-    shapes = ac.param_shapes(model)
-    p = ac.params.num_params(shapes)
-    vp = ac.ggn_vp.dispatch(object)
-    eye = np.eye(p)
-    xp = backend.namespace_of(params=tuple(params))
-    cols = []
-    for i in range(p):
-        e = backend.from_numpy(eye[i], xp, dtype=params[0].dtype)
-        cols.append(npf(vp(model, params, batch, ac.unflatten(e, shapes), loss)))
-    return np.stack(cols, axis=1)
 
 
 def softmax(f):
@@ -192,7 +126,8 @@ def test_mc_fisher_is_the_mean_of_outer_products_at_sampled_targets(xp, case, n)
 
 def _mc_errors(model, params, x, loss, n, seeds_):
     f = npf(ac.curvature.fisher_exact_matrix(model, params, x, loss))
-    return np.array([np.sum((npf(ac.curvature.fisher_mc_matrix(model, params, x, loss, n, s)) - f) ** 2) for s in seeds_])
+    return np.array([np.sum((npf(ac.curvature.fisher_mc_matrix(model, params, x, loss, n, s)) - f) ** 2)
+                     for s in seeds_])
 
 
 def test_mc_fisher_converges_at_the_rate_of_its_closed_form_variance_mse():
@@ -256,7 +191,8 @@ def test_per_sample_grads_and_empirical_fisher_against_single_sample_gradients(x
     f = ac.curvature.fisher_empirical_matrix(model, params, (x, y), loss)
     ref = gs.T @ gs / b
     assert_close(f, ref, like=params[0])
-    assert_close(ac.flatten(ac.curvature.fisher_empirical_vp(model, params, (x, y), v, loss)), ref @ npf(v), like=params[0])
+    assert_close(ac.flatten(ac.curvature.fisher_empirical_vp(model, params, (x, y), v, loss)), ref @ npf(v),
+                 like=params[0])
 
 
 @pytest.mark.parametrize("loss", [MSE, CE])
@@ -299,7 +235,8 @@ def test_empirical_fisher_differs_from_the_ggn_documented_example(xp):
     e2 = npf(ac.curvature.fisher_empirical_matrix(model, params, (x, y2)))
     e3 = npf(ac.curvature.fisher_empirical_matrix(model, params, (x, y3)))
     np.testing.assert_allclose(e3, 9.0 * e2, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(npf(ac.curvature.fisher_exact_matrix(model, params, (x, y3))), ggn, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(npf(ac.curvature.fisher_exact_matrix(model, params, (x, y3))), ggn,
+                               rtol=1e-12, atol=1e-14)
 
 
 # ------------------------------------------------------------------- bad input
@@ -324,7 +261,7 @@ def test_bad_inputs_raise_named_errors(xp):
         ac.curvature.fisher_exact_matrix(model, params, x, "mse")
     with pytest.raises(TypeError, match="batch: expected a tuple"):
         ac.curvature.fisher_empirical_matrix(model, params, x)
-    with pytest.raises(ValueError, match="targets: expected shape"):
+    with pytest.raises(ValueError, match="batch y: expected shape"):
         ac.curvature.per_sample_grads(model, params, (x, y[:, :1]))
-    with pytest.raises(ValueError, match="targets: expected integer labels"):
+    with pytest.raises(ValueError, match="batch y: expected integer labels"):
         ac.curvature.fisher_empirical_vp(model, params, (x, y), v, CE)

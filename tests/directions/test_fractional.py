@@ -20,8 +20,16 @@ from hypothesis import strategies as st
 import arraycurv as ac
 from arraycurv import backend
 from arraycurv.directions import fractional as fr
-from tests.dl_reference import make_case, np_ggn_grad, np_map_jacobian, np_of, np_psd_power, ref_blockdiag, ref_qngd
 from tests.helpers import assert_close, seeds
+from tests.references.deep_linear import (
+    make_case,
+    np_ggn_grad,
+    np_map_jacobian,
+    np_of,
+    np_psd_power,
+    ref_blockdiag,
+    ref_qngd,
+)
 
 
 def spectrum_ok(ws, x, y, rcond, *, gap=100.0, kappa_max=1e4):
@@ -489,3 +497,73 @@ def test_nan_in_params_or_gradient_raises(xp):
         fr.qngd_direction(model, params, (x, y * nan), 1.0, form="full")
     with pytest.raises(ValueError, match=r"expected finite values"):
         fr.qngd_direction(model, params, (x, y * nan), 1.0, form="dual")
+
+
+# --------------------------------------------------------------------------- form choice as a generic
+def test_qngd_forms_is_a_generic_over_the_model_family():
+    dl = ac.DeepLinear((3, 4, 2))
+    assert fr.qngd_forms(dl, ac.MSE()) == ("full", "dual", "map")
+    assert fr.qngd_forms(dl, ac.SoftmaxCrossEntropy()) == ("full", "dual")
+    assert fr.qngd_forms(ac.mlp((3, 4, 2)), ac.MSE()) == ("full", "dual")
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_auto_form_works_for_sequential_models_on_every_backend(xp, net):
+    """The default form="auto" chooses from the model's output shape (no x[:1] pass, which
+    array-api-strict rejects for images) and agrees with the full form."""
+    if net == "mlp":
+        model = ac.mlp((3, 4, 2))
+        x = backend.normal(1, (3, 3), xp)
+    else:
+        lay = ac.models.layers
+        model = ac.Sequential((lay.Conv2d(1, 2, 3), lay.Activation("tanh"), lay.AvgPool2d(2), lay.Flatten(),
+                               lay.Dense(8, 2)), (1, 6, 6))  # P = 38
+        x = backend.normal(1, (2, 1, 6, 6), xp)
+    params = ac.init_params(model, 0, xp)
+    y = backend.integers(2, 0, 2, (x.shape[0],), xp)
+    loss = ac.SoftmaxCrossEntropy()
+    d = fr.qngd_direction(model, params, (x, y), 2.0, damping=1e-3, loss=loss)
+    full = fr.qngd_direction(model, params, (x, y), 2.0, form="full", damping=1e-3, loss=loss)
+    assert_close(ac.flatten(d), ac.flatten(full), like=params[0], rtol=1e-7)
+
+
+def test_deep_linear_with_cross_entropy_uses_the_generic_forms(xp):
+    """DeepLinear + softmax cross-entropy: no map form; auto (dual here), full and the
+    block-diagonal rule run through the generic defaults and agree with the same network
+    as a Sequential."""
+    model = ac.DeepLinear((3, 4, 2))
+    params = ac.init_params(model, 0, xp)
+    x = backend.normal(1, (5, 3), xp)
+    y = backend.integers(2, 0, 2, (5,), xp)
+    seq = ac.models.sequential.as_sequential(model)
+    loss = ac.SoftmaxCrossEntropy()
+    for form in ("auto", "full", "dual"):
+        d = fr.qngd_direction(model, params, (x, y), 1.0, form=form, damping=1e-3, loss=loss)
+        ref = fr.qngd_direction(seq, params, (x, y), 1.0, form="full", damping=1e-3, loss=loss)
+        assert_close(ac.flatten(d), ac.flatten(ref), like=params[0], rtol=1e-7, name=form)
+    bd = fr.qngd_blockdiag_direction(model, params, (x, y), 2.0, damping=1e-3, loss=loss)
+    ref = fr.qngd_blockdiag_direction(seq, params, (x, y), 2.0, damping=1e-3, loss=loss)
+    assert_close(ac.flatten(bd), ac.flatten(ref), like=params[0], rtol=1e-7)
+    with pytest.raises(TypeError, match=r"loss: expected MSE\(\) for form='map'"):
+        fr.qngd_direction(model, params, (x, y), 1.0, form="map", loss=loss)
+
+
+@settings(max_examples=25)
+@given(exponent=st.integers(-300, 300), seed=seeds)
+def test_norm_and_clip_do_not_overflow(exponent, seed):
+    """tree_norm and clip_direction scale before squaring: a direction of entries 10^e has
+    norm 10^e |base| for every representable e (no inf at 1e200, no 0 at 1e-200)."""
+    xp = backend.namespace_by_name("numpy")
+    base = (backend.normal(seed, (3, 2), xp), backend.normal(seed + 1, (4,), xp))
+    big = tuple(b * 10.0**exponent for b in base)
+    ref = math.sqrt(sum(float(np.sum(np.asarray(b, dtype=np.float64) ** 2)) for b in base))
+    assert float(ac.params.tree_norm(big)) == pytest.approx(ref * 10.0**exponent, rel=1e-12)
+    clipped = fr.clip_direction(big, 1.0)
+    want = min(1.0, ref * 10.0**exponent)
+    assert float(ac.params.tree_norm(clipped)) == pytest.approx(want, rel=1e-12)
+
+
+def test_clip_rejects_non_finite_directions(xp):
+    d = (xp.asarray([1.0, float("inf")], dtype=xp.float64),)
+    with pytest.raises(ValueError, match=r"^direction\[0\]: expected finite values"):
+        fr.clip_direction(d, 1.0)

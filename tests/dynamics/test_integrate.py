@@ -249,10 +249,10 @@ def test_blow_up_makes_step_size_too_small():
     [
         ({"rtol": 0.0}, "rtol: expected a number > 0"),
         ({"rtol": -1e-3}, "rtol: expected a number > 0"),
-        ({"rtol": math.nan}, "rtol: expected a finite number"),
+        ({"rtol": math.nan}, "rtol: expected a finite real number"),
         ({"atol": -1.0}, "atol: expected a number >= 0"),
         ({"t_span": (0.0, 1.0, 2.0)}, "t_span: expected a pair"),
-        ({"t_span": (0.0, math.inf)}, "t_span: expected a finite number"),
+        ({"t_span": (0.0, math.inf)}, "t_span: expected a finite real number"),
         ({"t_span": "ab"}, "t_span: expected a pair"),
         ({"t_eval": [0.5, 2.0]}, r"t_eval: expected times within t_span"),
         ({"t_eval": [0.5, 0.2]}, r"t_eval: expected increasing times"),

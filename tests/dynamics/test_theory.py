@@ -530,7 +530,8 @@ def test_theorem1_sgd_flow_conserves_c_i(xp):
     c0 = [backend.to_numpy(c) for c in conserved_quantities(params)]
     drifts = []
     for rtol in (1e-5, 1e-9):
-        sol = ac.dynamics.solve_ode(_sgd_flow(xp, target), (0.0, 3.0), params, rtol=rtol, atol=1e-3 * rtol, t_eval=[3.0])
+        sol = ac.dynamics.solve_ode(_sgd_flow(xp, target), (0.0, 3.0), params, rtol=rtol, atol=1e-3 * rtol,
+                                    t_eval=[3.0])
         c1 = [backend.to_numpy(c) for c in conserved_quantities(sol.y[-1])]
         drift = max(np.max(np.abs(a - b)) for a, b in zip(c0, c1)) / max(np.max(np.abs(c)) for c in c0)
         assert drift <= C_DRIFT * rtol

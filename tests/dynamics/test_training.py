@@ -22,8 +22,8 @@ from scipy.integrate import solve_ivp
 import arraycurv as ac
 from arraycurv import backend
 from arraycurv.dynamics import IntegrationError, theory
-from tests.dl_reference import make_case, np_grad_tree, np_loss, np_of
 from tests.helpers import assert_close, assert_like, seeds
+from tests.references.deep_linear import make_case, np_grad_tree, np_loss, np_of
 
 FULL_RULES = {
     "sgd": lambda lr: ac.sgd(lr),
@@ -225,7 +225,8 @@ def test_rule_velocity_is_the_direction(xp):
     model, params, batch = make_case(xp, (2, 3, 2), 4, 1)
     rule = ac.sqrt_ngd(0.3)
     fun = ac.dynamics.rule_velocity(model, rule, batch)
-    expected, _ = rule.update(model, params, batch, None)
+    value, g = ac.value_and_grad(model, params, batch)
+    expected, _ = rule.update(g, rule.init(params), params, model=model, batch=batch, loss=ac.MSE(), value=value)
     assert_close(fun(0.0, params), expected, like=params[0], rtol=0.0)
 
 
@@ -255,7 +256,7 @@ def test_train_records_what_it_says(xp):
         np.testing.assert_allclose(res.records["map"][k], w_k[1] @ w_k[0], rtol=1e-10, atol=1e-14)
     assert isinstance(res.losses, np.ndarray) and res.records["params[0]"].shape == (5, 4, 3)
     assert_close(res.params, traj[-1], like=params[0], rtol=1e-10)
-    assert res.state is None and res.time_per_step > 0
+    assert ac.rules.is_empty_state(res.state) and res.time_per_step > 0
 
 
 def test_train_is_reproducible_and_leaves_inputs(numpy_xp):
@@ -265,7 +266,7 @@ def test_train_is_reproducible_and_leaves_inputs(numpy_xp):
     np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
     for a, b in zip(runs[0].params, runs[1].params):
         np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
-    assert runs[0].state.count == 12
+    assert runs[0].state[1].count == 12  # chain(check, scale_by_adam, scale_by_lr)
     assert_close(params, before, rtol=0.0)
 
 
@@ -310,3 +311,71 @@ def test_train_errors(numpy_xp):
         ac.train(model, params, batch, lambda *a: None, 5)
     with pytest.raises(TypeError, match=r"record\['bad'\]: expected a callable"):
         ac.train(model, params, batch, ac.sgd(0.1), 5, record={"bad": 3})
+
+
+# --------------------------------------------------------------------------- one gradient per step
+@pytest.mark.parametrize("rule", [ac.sgd(0.05), ac.adam(0.01), ac.ngd(0.1)], ids=["sgd", "adam", "ngd"])
+@pytest.mark.parametrize("record_every", [1, 3])
+def test_train_runs_one_forward_pass_per_step(numpy_xp, monkeypatch, rule, record_every):
+    """Each step computes one value_and_grad, whose value is the recorded loss; only the
+    last step needs one more forward pass (there is no next gradient). A rule that never
+    reads the gradient (NGD computes its own direction) gets it only on recorded steps."""
+    from arraycurv.dynamics import training
+
+    model, params, batch = make_case(numpy_xp, (3, 4, 2), 6, 2)
+    calls = {"value_and_grad": 0, "forward": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(training, "value_and_grad", counting("value_and_grad", training.value_and_grad))
+    monkeypatch.setattr(training, "forward", counting("forward", training.forward))
+    n = 10
+    res = ac.train(model, params, batch, rule, n, record_every=record_every)
+    recorded_before_last = len(range(0, n, record_every))  # steps 0, r, 2r, ... < n
+    expected = recorded_before_last if rule.name == "ngd" else n
+    assert calls == {"value_and_grad": expected, "forward": 1}
+    monkeypatch.undo()
+    # the recorded losses are those of the parameters of their step (independent loop)
+    ref = ac.train(model, params, batch, rule, n, record_every=1, record_params=True)
+    ws, bt = np_of(params), np_of(batch)
+    for k, step in enumerate(res.steps):
+        p_k = [ref.records[f"params[{i}]"][step] for i in range(len(ws))]
+        assert res.losses[k] == pytest.approx(np_loss(p_k, *bt), rel=1e-10)
+
+
+def test_train_raises_divergence_error(numpy_xp):
+    model, params, batch = make_case(numpy_xp, (2, 3, 2), 4, 0)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(ac.dynamics.DivergenceError,
+                                                                       match=r"at step \d+ \(rule 'sgd'"):
+        ac.train(model, params, batch, ac.sgd(1e4), 50)
+    assert issubclass(ac.dynamics.DivergenceError, ValueError)
+
+
+def test_integrate_composed_rule_with_empty_state(numpy_xp):
+    """A chain whose transforms keep no state has a continuous-time flow."""
+    from arraycurv.rules import chain, clip_by_norm, scale_by_lr
+
+    model, params, batch = make_case(numpy_xp, (3, 4, 2), 6, 3)
+    rule = chain(scale_by_lr(0.2), clip_by_norm(10.0))
+    assert rule.stateless
+    sol = ac.integrate_rule(model, params, batch, rule, (0.0, 1.0), rtol=1e-9, atol=1e-11, t_eval=[1.0])
+    ref = ac.integrate_rule(model, params, batch, ac.sgd(0.2), (0.0, 1.0), rtol=1e-9, atol=1e-11, t_eval=[1.0])
+    assert_close(sol.y[-1], ref.y[-1], like=params[0], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"rule: expected a stateless rule"):
+        ac.integrate_rule(model, params, batch, chain(ac.rules.momentum(0.5), scale_by_lr(0.1)), (0.0, 1.0))
+    # per-layer rates (partition) of stateless transforms: the flow of SGD with those rates
+    rule = ac.rules.partition({"a": scale_by_lr(0.2), "b": scale_by_lr(0.4)}, ("a", "b"))
+    assert ac.rules.is_stateless(rule, params)
+    sol = ac.integrate_rule(model, params, batch, rule, (0.0, 0.5), rtol=1e-9, atol=1e-11, t_eval=[0.5])
+    fun = ac.dynamics.rule_velocity(model, ac.sgd(1.0), batch)
+
+    def scaled(t, p):
+        g = fun(t, p)
+        return (0.2 * g[0], 0.4 * g[1])
+
+    ref = ac.dynamics.solve_ode(scaled, (0.0, 0.5), tuple(params), rtol=1e-9, atol=1e-11, t_eval=[0.5])
+    assert_close(sol.y[-1], ref.y[-1], like=params[0], rtol=1e-12)

@@ -14,7 +14,8 @@ from arraycurv.results import read_json
 TS_OPTIONS = ["--out", "--seed", "--dtype", "--backend", "--quiet", "--no-plots", "--threads", "--rules", "--q",
               "--depth", "--width",
               "--rank", "--steps", "--lr", "--lr-rule", "--noise", "--init-scale", "--damping", "--clip",
-              "--record-every", "--tol", "--num-test"]
+              "--record-every", "--tol", "--num-test", "--seeds", "--teacher-sv", "--steps-rule", "--damping-d",
+              "--step-check"]
 DIGITS_OPTIONS = ["--out", "--seed", "--dtype", "--backend", "--quiet", "--no-plots", "--rules", "--gains", "--sizes",
                   "--steps",
                   "--batch-size", "--lr-rule", "--record-every"]
@@ -29,7 +30,7 @@ def _help(capsys, argv):
 
 def test_top_level_help_lists_experiments(capsys):
     out = _help(capsys, ["--help"])
-    for name in ("teacher-student", "theory", "relu-digits", "all"):
+    for name in ("teacher-student", "theory", "relu-digits", "all", "sweep"):
         assert name in out
     assert "Without an experiment name, 'teacher-student' runs" in out
 
@@ -64,7 +65,7 @@ def test_options_reach_the_config(tmp_path, capsys):
     out = tmp_path / "ts"
     rc = cli.main(["--steps", "3", "--rules", "sgd,sqrt_ngd", "--q", "3", "--width", "4", "--rank", "1",
                    "--depth", "2", "--lr", "0.1", "--lr-rule", "sgd=0.02", "--noise", "0.2", "--num-test", "10",
-                   "--seed", "3", "--no-plots", "--out", str(out)])
+                   "--seed", "3", "--seeds", "1", "--no-plots", "--out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
     assert "min test" in captured.out  # the summary table
@@ -81,7 +82,7 @@ def test_options_reach_the_config(tmp_path, capsys):
 
 def test_quiet_prints_nothing(tmp_path, capsys):
     rc = cli.main(["teacher-student", "--steps", "2", "--rules", "sgd", "--width", "3", "--rank", "1", "--depth", "2",
-                   "--num-test", "5", "--quiet", "--no-plots", "--out", str(tmp_path)])
+                   "--num-test", "5", "--seeds", "1", "--quiet", "--no-plots", "--out", str(tmp_path)])
     assert rc == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -139,33 +140,40 @@ def test_entry_point_declared():
 
 
 def test_all_runs_every_experiment_into_its_folder(tmp_path, monkeypatch):
-    from arraycurv.experiments import (
-        huh_relu_digits as relu_digits,
-    )
-    from arraycurv.experiments import (
-        huh_teacher_student as teacher_student,
-    )
-    from arraycurv.experiments import (
-        huh_theory as theory_figures,
-    )
+    """``all`` runs every registered experiment (run_one then report) with its default
+    config and the common options, each into its own folder."""
+    import dataclasses
+
+    from arraycurv.experiments import EXPERIMENTS, registry
 
     calls = []
-    monkeypatch.setattr(theory_figures, "run", lambda out, **kw: calls.append(("theory", out, kw["dtype"])))
-    monkeypatch.setattr(teacher_student, "run", lambda cfg, out, **kw: calls.append(("ts", out, cfg.dtype, cfg.seed)))
-    monkeypatch.setattr(relu_digits, "run", lambda cfg, out, **kw: calls.append(("digits", out, cfg.dtype, cfg.seed)))
+    short = {"theory": "theory", "teacher-student": "ts", "relu-digits": "digits"}
+    for name, exp in list(EXPERIMENTS.items()):
+        def run_one(cfg, *, name=name, **kw):
+            calls.append((short.get(name, name), cfg.dtype, cfg.seed, cfg == dataclasses.replace(
+                EXPERIMENTS[name].config_type(), dtype=cfg.dtype, seed=cfg.seed)))
+            return {"config": cfg}
+
+        def report(records, out, *, name=name, **kw):
+            calls.append((short.get(name, name), out, len(records)))
+            return {}
+
+        monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(exp, run_one=run_one, report=report))
     assert cli.main(["all", "--out", str(tmp_path), "--seed", "7", "--dtype", "float32", "--quiet"]) == 0
-    assert calls == [
-        ("theory", str(tmp_path / "theory"), "float32"),
-        ("ts", str(tmp_path / "teacher-student"), "float32", 7),
-        ("digits", str(tmp_path / "relu-digits"), "float32", 7),
-    ]
+    expected = []  # each experiment runs its default seeds (seed 7, 8, ...), then reports them
+    for name, exp in EXPERIMENTS.items():
+        n = exp.default_seeds
+        expected += [(short.get(name, name), "float32", 7 + i, True) for i in range(n)]
+        expected.append((short.get(name, name), str(tmp_path / name), n))
+    assert calls == expected
+    assert EXPERIMENTS["teacher-student"].default_seeds == 5
 
 
 @pytest.mark.parametrize("name", ["torch", "array_api_strict"])
 def test_cli_runs_on_other_backends(tmp_path, name, capsys):
     pytest.importorskip(name)
     rc = cli.main(["--backend", name, "--steps", "3", "--width", "4", "--rank", "1", "--depth", "2",
-                   "--num-test", "5", "--quiet", "--no-plots", "--out", str(tmp_path)])
+                   "--num-test", "5", "--seeds", "1", "--quiet", "--no-plots", "--out", str(tmp_path)])
     assert rc == 0
     s = read_json(tmp_path / "summary.json")
     assert s["backend"] == name and set(s["rules"]) == {"sgd", "ngd", "sqrt_ngd", "ngd_d", "sqrt_ngd_d"}

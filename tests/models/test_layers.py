@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.special
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from arraycurv.models.layers import (
     Conv2d,
     Dense,
     Flatten,
+    LayerNorm,
     MaxPool2d,
     activation_derivatives,
     layer_forward,
@@ -27,70 +27,14 @@ from arraycurv.models.layers import (
     layer_vjp,
 )
 from tests.helpers import assert_close, assert_like, assert_tree_close, dtypes, seeds
+from tests.references.layers import act_ref, conv_ref, near_kink, pool_ref
 
 #: Tolerance of a float32/float64 result against a float64 central difference (h = 1e-5).
 FD64_RTOL = {"float64": 1e-6, "float32": 5e-4}
 H = 1e-5
 
 
-# ---------------------------------------------------------------- references
-def conv_ref(x, k, b, stride, padding):
-    """Direct loop: y[n,o,u,v] = b_o + sum_{c,i,j} K[o,c,i,j] xpad[n,c,s u+i,s v+j]."""
-    (sh, sw), (ph, pw) = stride, padding
-    n_b, _, h, w = x.shape
-    o, _, kh, kw = k.shape
-    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    y = np.zeros((n_b, o, ho, wo))
-    for n in range(n_b):
-        for oc in range(o):
-            for u in range(ho):
-                for v in range(wo):
-                    patch = xpad[n, :, u * sh : u * sh + kh, v * sw : v * sw + kw]
-                    y[n, oc, u, v] = np.sum(k[oc] * patch) + (0.0 if b is None else b[oc])
-    return y
-
-
-def pool_ref(x, kernel, stride, op):
-    (kh, kw), (sh, sw) = kernel, stride
-    n_b, c, h, w = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    y = np.zeros((n_b, c, ho, wo))
-    for n in range(n_b):
-        for ch in range(c):
-            for u in range(ho):
-                for v in range(wo):
-                    y[n, ch, u, v] = op(x[n, ch, u * sh : u * sh + kh, v * sw : v * sw + kw])
-    return y
-
-
-def act_ref(name, x):
-    return {
-        "identity": x,
-        "tanh": np.tanh(x),
-        "relu": np.maximum(x, 0.0),
-        "elu": np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-        "sigmoid": scipy.special.expit(x),
-    }[name]
-
-
-KINK_GAP = 3e-4
-
-
-def near_kink(layer, x):
-    """True if a finite difference of step ~1e-5 at input ``x`` (NumPy) could cross a kink:
-    a relu/elu input within KINK_GAP of 0, or a max-pool window whose two largest entries
-    are within KINK_GAP (the argmax could change)."""
-    if isinstance(layer, Activation) and layer.name in ("relu", "elu"):
-        return bool(np.min(np.abs(x)) < KINK_GAP)
-    if isinstance(layer, MaxPool2d):
-        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-        win = np.sort(win.reshape(*win.shape[:4], -1), axis=-1)
-        return win.shape[-1] > 1 and bool(np.min(win[..., -1] - win[..., -2]) < KINK_GAP)
-    return False
-
-
+# ---------------------------------------------------------------- helpers
 def rand(seed, shape, xp, dtype, scale=1.0):
     return backend.normal(seed, shape, xp, dtype=dtype, scale=scale)
 
@@ -127,7 +71,7 @@ def vdot(a, b):
 
 # ---------------------------------------------------------------- strategies
 @st.composite
-def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool", "flatten")):
+def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool", "flatten", "layernorm")):
     kind = draw(st.sampled_from(kinds))
     if kind == "dense":
         n_in, n_out = draw(st.integers(1, 8)), draw(st.integers(1, 8))
@@ -149,6 +93,11 @@ def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool"
         stride = draw(st.sampled_from([None, 1, 2, 3]))
         layer = (AvgPool2d if kind == "avgpool" else MaxPool2d)(k, stride)
         in_shape = (c, h, w)
+    elif kind == "layernorm":
+        # at least 3 features: with 1 or 2 the normalized output is (nearly) constant and its
+        # derivative a float32 cancellation of O(eps / var)
+        in_shape = draw(st.sampled_from([(draw(st.integers(3, 7)),), (2, 3, 3), (1, 3)]))
+        layer = LayerNorm(in_shape if len(in_shape) > 1 else in_shape[0], eps=draw(st.sampled_from([1e-5, 0.1])))
     else:
         layer, in_shape = Flatten(), (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     return layer, in_shape, draw(st.integers(1, 4)), draw(dtypes), draw(seeds)
@@ -275,6 +224,25 @@ def test_layer_jvp_vjp_rop_against_finite_differences(xp, case):
     assert len(rgp) == len(p)
 
 
+@settings(max_examples=30)
+@given(case=layer_cases())
+def test_vjp_is_the_adjoint_of_the_jvp(xp, case):
+    """<dy, J (dp, dx)> = <J^T dy, (dp, dx)> to rounding, with no finite difference (every
+    layer, including LayerNorm and the softplus / gelu activations)."""
+    layer, in_shape, b, dtype, seed = case
+    p, x, dp, dx, dy, _ = make_case(xp, layer, in_shape, b, dtype, seed)
+    _, cache = layer_forward(layer, p, x)
+    jv = layer_jvp(layer, p, cache, dp, dx)
+    gx, gp = layer_vjp(layer, p, cache, dy)
+    lhs = vdot(dy, jv)
+    rhs = vdot(gx, dx) + (vdot(gp, dp) if dp is not None else 0.0)
+    eps = {"float64": 2.2e-16, "float32": 1.2e-7}[dtype]
+    scale = np.linalg.norm(np64(dy)) * np.linalg.norm(np64(jv)) + np.linalg.norm(np64(gx)) * np.linalg.norm(np64(dx))
+    if dp is not None:
+        scale += sum(np.linalg.norm(np64(a)) * np.linalg.norm(np64(c)) for a, c in zip(gp, dp))
+    assert abs(lhs - rhs) <= 1e3 * eps * (scale + 1e-30)
+
+
 @settings(max_examples=20)
 @given(case=layer_cases())
 def test_leading_axes_equal_separate_passes(xp, case):
@@ -352,7 +320,11 @@ def test_params_not_matching_the_layer_name_the_tensor(xp):
 
 def test_bad_layer_arguments():
     with pytest.raises(ValueError, match="name: expected an activation"):
-        Activation("softplus")
+        Activation("swish")
+    with pytest.raises(ValueError, match="shape: expected an integer >= 1"):
+        LayerNorm(0)
+    with pytest.raises(ValueError, match="eps: expected a finite real number > 0"):
+        LayerNorm(3, eps=0.0)
     with pytest.raises(ValueError, match="kernel_size"):
         Conv2d(1, 1, 0)
     with pytest.raises(ValueError, match="stride"):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import Sequential, backend, flatten, lenet5, linearize, mlp, unflatten
-from arraycurv.models.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d
+from arraycurv.models.layers import ACTIVATIONS, Activation, AvgPool2d, Conv2d, Dense, Flatten, LayerNorm, MaxPool2d
 from arraycurv.models.sequential import (
     backprop_to_layer_outputs,
     hvp_linearized,
@@ -24,8 +24,18 @@ from arraycurv.models.sequential import (
     vjp_linearized,
 )
 from arraycurv.params import num_params
-from tests.helpers import assert_close, assert_like, assert_tree_close, cnn_models, dtypes, mlp_models, seeds
-from tests.models.test_layers import act_ref, conv_ref, near_kink, pool_ref
+from tests.helpers import (
+    assert_close,
+    assert_like,
+    assert_tree_close,
+    cnn_models,
+    default_form,
+    dtypes,
+    mlp_models,
+    seeds,
+)
+from tests.references.curvature import default_ggn_matrix
+from tests.references.layers import act_ref, conv_ref, near_kink, pool_ref
 
 FD64_RTOL = {"float64": 1e-6, "float32": 5e-4}
 H = 1e-5
@@ -34,8 +44,23 @@ MSE, CE = ac.MSE(), ac.SoftmaxCrossEntropy()
 
 # ---------------------------------------------------------------- strategies
 @st.composite
+def norm_models(draw):
+    """Networks with a LayerNorm over vector features or over a whole (C, H, W) image, and
+    any activation (at least 3 normalized features: fewer make the normalized output
+    nearly constant and its derivatives a float32 cancellation)."""
+    act = Activation(draw(st.sampled_from(ACTIVATIONS)))
+    k = draw(st.integers(1, 2))
+    if draw(st.booleans()):
+        n0, n1 = draw(st.integers(1, 3)), draw(st.integers(3, 5))
+        return Sequential((Dense(n0, n1), LayerNorm(n1), act, Dense(n1, k)), (n0,))
+    c, o = draw(st.integers(1, 2)), 1
+    return Sequential((Conv2d(c, o, 3, padding=1), LayerNorm((o, 3, 3), eps=draw(st.sampled_from([1e-5, 0.1]))),
+                       act, Flatten(), Dense(9 * o, k)), (c, 3, 3))
+
+
+@st.composite
 def cases(draw, models=None, max_batch=10):
-    model = draw(models if models is not None else st.one_of(mlp_models(), cnn_models()))
+    model = draw(models if models is not None else st.one_of(mlp_models(), cnn_models(), norm_models()))
     b = draw(st.integers(1, max_batch if not isinstance(model.layers[0], Conv2d) else 4))
     return model, b, draw(dtypes), draw(seeds), draw(st.sampled_from([MSE, CE]))
 
@@ -78,6 +103,10 @@ def ref_forward(model, params, x):
             a = conv_ref(a, p[0], p[1] if layer.bias else None, layer.stride, layer.padding)
         elif isinstance(layer, (AvgPool2d, MaxPool2d)):
             a = pool_ref(a, layer.kernel_size, layer.stride, np.mean if isinstance(layer, AvgPool2d) else np.max)
+        elif isinstance(layer, LayerNorm):
+            ax = tuple(range(1, a.ndim))
+            c = a - a.mean(axis=ax, keepdims=True)
+            a = p[0] * c / np.sqrt((c * c).mean(axis=ax, keepdims=True) + layer.eps) + p[1]
         else:
             a = a.reshape(a.shape[0], -1)
     return a
@@ -87,17 +116,6 @@ def assume_smooth(xp, model, params, x):
     """Reject cases where the float64 finite differences could cross a relu/max-pool kink."""
     lin = linearize(model, to64(xp, params), xp.astype(x, xp.float64))
     assume(not any(near_kink(layer, np64(a).reshape(a.shape)) for layer, a in zip(model.layers, lin.inputs)))
-
-
-def default_ggn_matrix(model, params, batch, loss):
-    """The interface default GGN (jvp then vjp per column), bypassing the override."""
-    shapes = ac.param_shapes(model)
-    xp = backend.namespace_of(params=params)
-    p = num_params(shapes)
-    eye = xp.eye(p, dtype=params[0].dtype)
-    default = ac.ggn_vp.dispatch(object)
-    cols = [flatten(default(model, params, batch, unflatten(eye[i, :], shapes), loss)) for i in range(p)]
-    return xp.stack(cols, axis=1)
 
 
 # ----------------------------------------------------------------- forward
@@ -240,7 +258,7 @@ def test_ggn_override_equals_interface_default_and_explicit_jtj(xp, case):
     model, b, dtype, seed, loss = case
     params, x, y, v, _, _ = make_data(xp, model, b, dtype, seed, loss)
     gv = ac.ggn_vp(model, params, (x, y), v, loss)
-    assert_tree_close(gv, ac.ggn_vp.dispatch(object)(model, params, (x, y), v, loss), like=x)
+    assert_tree_close(gv, default_form(ac.ggn_vp)(model, params, (x, y), v, loss), like=x)
     # explicit (1/B) sum_b J_b^T H_b J_b v in NumPy from the explicit Jacobian and loss Hessian
     jac = np64(ac.jacobian(model, params, x)).reshape(ac.jacobian(model, params, x).shape)
     out = ac.forward(model, params, x)
@@ -268,6 +286,59 @@ def test_ggn_matrix_override_equals_columns_of_the_default_product(xp, case):
     ref = default_ggn_matrix(model, params, (x, y), loss)
     scale = max(1.0, float(np.max(np.abs(np64(ref)))))
     assert_close(g, np64(ref).reshape(ref.shape), like=x, atol={"float64": 1e-12, "float32": 1e-5}[dtype] * scale)
+
+
+@settings(max_examples=8, deadline=None)
+@given(case=cases(models=norm_models(), max_batch=3))
+def test_layer_norm_networks_get_every_curvature_routine(xp, case):
+    """A LayerNorm touches only the layer module, yet the explicit Jacobian, the GGN (product,
+    matrix, operator), the Hessian (matrix and operator) and the exact Fisher all work: each
+    explicit matrix against the generic default products (jvp, vjp, Pearlmutter hvp) along
+    random directions. (HVP against finite differences of the gradient, JVP/VJP adjointness
+    and the gradient against finite differences run on these networks in the tests above.)"""
+    model, b, dtype, seed, loss = case
+    params, x, y, v, u, _ = make_data(xp, model, b, dtype, seed, loss)
+    vn, un = np64(v), np64(u)
+    jac = np64(ac.jacobian(model, params, x)).reshape(b, -1, vn.size)
+    assert_close(ac.jvp(model, params, x, v)[1], jac @ vn, like=x)
+    gv = default_form(ac.ggn_vp)(model, params, (x, y), v, loss)
+    assert_tree_close(ac.ggn_vp(model, params, (x, y), v, loss), gv, like=x)
+    g = np64(ac.ggn_matrix(model, params, (x, y), loss)).reshape(vn.size, vn.size)
+    f = np64(ac.curvature.fisher_exact_matrix(model, params, x, loss)).reshape(vn.size, vn.size)
+    hm = np64(ac.hessian_matrix(model, params, (x, y), loss)).reshape(vn.size, vn.size)
+    scale = {"float64": 1e-10, "float32": 1e-4}[dtype]
+    for mat, product in ((g, gv), (f, gv), (hm, ac.hvp(model, params, (x, y), v, loss))):
+        ref = np64(product)
+        np.testing.assert_allclose(mat @ vn, ref, rtol=100 * scale, atol=scale * max(1.0, np.abs(ref).max()))
+        assert np.max(np.abs(mat - mat.T)) <= scale * max(1.0, np.abs(mat).max())
+    # u^T H v from the explicit Hessian and from a Pearlmutter product along u
+    assert abs(un @ hm @ vn - float(np.sum(vn * np64(ac.hvp(model, params, (x, y), u, loss))))) \
+        <= 100 * scale * max(1.0, np.abs(hm).max()) * np.linalg.norm(un) * np.linalg.norm(vn)
+    # the SciPy operators (NumPy only: SciPy speaks NumPy)
+    if backend.namespace_name(x) == "numpy":
+        np.testing.assert_allclose(ac.curvature.hessian_operator(model, params, (x, y), loss) @ vn, hm @ vn,
+                                   rtol=100 * scale, atol=scale * max(1.0, np.abs(hm @ vn).max()))
+        np.testing.assert_allclose(ac.curvature.ggn_operator(model, params, (x, y), loss) @ vn, g @ vn,
+                                   rtol=100 * scale, atol=scale * max(1.0, np.abs(g @ vn).max()))
+
+
+def test_layer_init_kron_rows_and_cost_of_the_layers():
+    np_ns = backend.namespace_by_name("numpy")
+    model = Sequential((Conv2d(1, 2, 3), LayerNorm((2, 3, 3)), Activation("softplus"), Flatten(), Dense(18, 2)),
+                       (1, 5, 5))
+    params = ac.init_params(model, 0, np_ns)
+    gamma, beta = params[2], params[3]
+    assert np.all(gamma == 1.0) and np.all(beta == 0.0)  # not the "1-D means a zero bias" rule
+    assert np.all(params[1] == 0.0) and np.all(params[5] == 0.0) and np.std(params[4]) > 0
+    lin = linearize(model, params, backend.normal(1, (2, 1, 5, 5), np_ns))
+    rows = [ac.models.layers.layer_kron_rows(layer, (), c) if not ac.models.layers.layer_param_shapes(layer)
+            else None for layer, c in zip(model.layers, lin.caches)]
+    assert all(r is None for r in rows)  # parameter-free layers report no Kronecker rows
+    conv_a, _ = ac.models.layers.layer_kron_rows(model.layers[0], params[:2], lin.caches[0])
+    assert conv_a.shape == (2, 9, 10)  # (B, T = 3 x 3 output pixels, C kh kw + 1)
+    assert ac.models.layers.layer_kron_rows(model.layers[1], params[2:4], lin.caches[1]) is None
+    assert ac.models.layers.layer_cost(model.layers[0], (1, 5, 5)) == 25 * 10
+    assert ac.models.layers.layer_cost(model.layers[1], (2, 3, 3)) == 36
 
 
 # ----------------------------------------------------- linearization API
@@ -411,7 +482,7 @@ def test_lenet5_on_8x8_digits_hvp_and_ggn(xp):
     gm = ac.value_and_grad(model, axpy(-H, v, params), (x, y), CE)[1]
     assert_tree_close(hv, tuple((a - c) / (2 * H) for a, c in zip(gp, gm)), like=x, rtol=1e-6)
     gv = ac.ggn_vp(model, params, (x, y), v, CE)
-    assert_tree_close(gv, ac.ggn_vp.dispatch(object)(model, params, (x, y), v, CE), like=x)
+    assert_tree_close(gv, default_form(ac.ggn_vp)(model, params, (x, y), v, CE), like=x)
 
 
 # ------------------------------------------------------------------ errors
@@ -425,11 +496,11 @@ def test_bad_inputs_raise_named_errors(xp):
         ac.forward(model, (params[0], params[1], params[0], params[3]), x)
     with pytest.raises(ValueError, match=r"params: expected 4 arrays"):
         ac.forward(model, params[:3], x)
-    with pytest.raises(TypeError, match=r"params\[0\]: expected dtype"):
+    with pytest.raises(TypeError, match=r"x: expected dtype \S*float64 \(like params\)"):
         ac.forward(model, params, xp.astype(x, xp.float32))
     y = backend.integers(2, 0, 2, (5,), xp)
     v = params
-    with pytest.raises(ValueError, match=r"targets: expected labels in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"batch y: expected labels in \[0, 2\)"):
         ac.hvp(model, params, (x, y + 1), v, CE)
     with pytest.raises(ValueError, match="batch: expected x and y with the same batch size"):
         ac.hvp(model, params, (x, y[:4]), v, CE)
@@ -460,7 +531,7 @@ def test_bad_architectures_raise_named_errors():
     with pytest.raises(ValueError, match="sizes"):
         mlp((3,))
     with pytest.raises(ValueError, match="name: expected an activation"):
-        mlp((3, 2, 1), activation="gelu")
+        mlp((3, 2, 1), activation="swish")
     with pytest.raises(ValueError, match="pool"):
         lenet5(pool="median")
     assert math.prod(lenet5((1, 8, 8)).input_shape) == 64

@@ -3,7 +3,6 @@ regularized NGD; checked against NumPy reference implementations."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
-from tests.dl_reference import make_case, np_grad_tree, np_of, ref_blockdiag, ref_qngd
 from tests.helpers import assert_close, seeds
+from tests.references.deep_linear import make_case, np_grad_tree, np_of, ref_blockdiag, ref_qngd
 
 
 @st.composite
@@ -24,10 +23,16 @@ def small_cases(draw):
     return widths, draw(st.integers(2, 8)), draw(seeds)
 
 
+def update(rule, model, params, batch, state, loss=ac.MSE()):
+    """``rule.update`` with the gradient and loss of ``batch`` (as arraycurv.train calls it)."""
+    value, g = ac.value_and_grad(model, params, batch, loss)
+    return rule.update(g, state, params, model=model, batch=batch, loss=loss, value=value)
+
+
 def run_steps(rule, model, params, batch, n):
     state = rule.init(params)
     for _ in range(n):
-        direction, state = rule.update(model, params, batch, state)
+        direction, state = update(rule, model, params, batch, state)
         params = ac.apply_direction(params, direction)
     return params, state
 
@@ -42,7 +47,7 @@ def test_sgd_matches_numpy_loop(xp, case, lr):
         g = np_grad_tree(ws, x, y)
         ws = [w - lr * gi for w, gi in zip(ws, g)]
     rule = ac.sgd(lr)
-    assert rule.stateless and rule.name == "sgd" and rule.init(params) is None
+    assert rule.stateless and rule.name == "sgd" and ac.rules.is_empty_state(rule.init(params))
     out, _ = run_steps(rule, model, params, batch, 3)
     assert_close(out, ws, like=params[0], rtol=1e-10)
 
@@ -68,8 +73,8 @@ def test_adam_matches_numpy_reference(xp, case, lr, b1, b2):
     expected, m, v = np_adam(np_of(params), *np_of(batch), lr, b1, b2, 1e-8, 4)
     rule = ac.adam(lr, b1, b2)
     assert not rule.stateless
-    out, state = run_steps(rule, model, params, batch, 4)
-    assert state.count == 4
+    out, (_, state, _) = run_steps(rule, model, params, batch, 4)
+    assert isinstance(state, ac.rules.AdamState) and state.count == 4
     assert_close(out, expected, like=params[0], rtol=1e-9)
     assert_close(state.mu, m, like=params[0], rtol=1e-9)
     assert_close(state.nu, v, like=params[0], rtol=1e-9)
@@ -101,20 +106,20 @@ def test_curvature_rules_scale_reference_directions(xp, case, lr, q):
         (ac.sqrt_ngd_d(lr, damping=damping), ref_blockdiag(ws, *bt, 2.0, damping=damping)),
     ]
     for rule, expected in cases:
-        direction, state = rule.update(model, params, batch, rule.init(params))
-        assert state is None and rule.stateless
+        direction, state = update(rule, model, params, batch, rule.init(params))
+        assert ac.rules.is_empty_state(state) and rule.stateless
         assert_close(ac.flatten(direction), lr * expected, like=params[0], rtol=1e-7, name=rule.name)
 
 
 def test_regularized_rule_matches_si15(xp):
     model, params, batch = make_case(xp, (3, 4, 2), 5, 1)
-    from tests.dl_reference import np_ggn_grad
+    from tests.references.deep_linear import np_ggn_grad
 
     gg, g = np_ggn_grad(np_of(params), *np_of(batch))
     eps = 0.3
     expected = -0.1 * (eps + 1) * np.linalg.solve(eps * np.eye(len(g)) + gg, g)
     rule = ac.regularized_ngd(0.1, eps)
-    direction, _ = rule.update(model, params, batch, None)
+    direction, _ = update(rule, model, params, batch, rule.init(params))
     assert_close(ac.flatten(direction), expected, like=params[0], rtol=1e-10)
 
 
@@ -127,7 +132,7 @@ def test_clipped_rules_never_exceed_clip(xp, case, clip):
         (ac.ngd(0.5, clip=clip, damping=1e-3), 0.5 * ref_qngd(ws, *bt, 1.0, 0.0, 1e-3)),
         (ac.ngd_d(0.5, clip=clip, damping=1e-3), 0.5 * ref_blockdiag(ws, *bt, 1.0, damping=1e-3)),
     ]:
-        d = backend.to_numpy(ac.flatten(rule.update(model, params, batch, None)[0]))
+        d = backend.to_numpy(ac.flatten(update(rule, model, params, batch, rule.init(params))[0]))
         norm = np.linalg.norm(unclipped)
         assert np.linalg.norm(d) <= clip * (1 + 1e-12)
         expected = unclipped * min(1.0, clip / norm)
@@ -155,7 +160,7 @@ def test_rule_by_name(numpy_xp, name, kw, q, block):
     expected = ref_blockdiag(ws, *bt, q) if block else ref_qngd(ws, *bt, q, 1e-10)
     if math.isinf(q):
         expected = -np.concatenate([g.reshape(-1) for g in np_grad_tree(ws, *bt)])
-    direction, _ = rule.update(model, params, batch, rule.init(params))
+    direction, _ = update(rule, model, params, batch, rule.init(params))
     assert_close(ac.flatten(direction), 0.2 * expected, like=params[0], rtol=1e-8)
 
 
@@ -170,8 +175,9 @@ def test_rule_by_name_adam_and_regularized(numpy_xp):
 
 def test_update_rule_is_frozen():
     rule = ac.sgd(0.1)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # a NamedTuple: fields cannot be assigned
         rule.name = "other"
+    assert rule._replace(name="other").name == "other" and rule.name == "sgd"
 
 
 def test_bad_arguments_raise_naming_them(numpy_xp):
@@ -195,8 +201,10 @@ def test_bad_arguments_raise_naming_them(numpy_xp):
     with pytest.raises(ValueError, match=r"b2: expected"):
         ac.adam(0.1, b2=-0.1)
     model, params, batch = make_case(numpy_xp, (2, 3, 2), 4, 0)
+    with pytest.raises(TypeError, match=r"state: expected the state of rule.init\(params\).*scale_by_adam"):
+        update(ac.adam(0.1), model, params, batch, None)
     with pytest.raises(TypeError, match=r"state: expected an AdamState"):
-        ac.adam(0.1).update(model, params, batch, None)
+        update(ac.adam(0.1), model, params, batch, (ac.rules.EmptyState(), None, ac.rules.EmptyState()))
     with pytest.raises(ValueError, match=r"direction\[1\]: expected shape \(2, 3\)"):
         ac.apply_direction(params, (params[0], params[0]))
     with pytest.raises(ValueError, match=r"direction: expected a tuple of 2 arrays"):
@@ -208,4 +216,4 @@ def test_nan_gradient_raises_in_sgd_and_adam(numpy_xp):
     bad = (x, y * np.nan)
     for rule in (ac.sgd(0.1), ac.adam(0.1)):
         with pytest.raises(ValueError, match=r"expected finite values"):
-            rule.update(model, params, bad, rule.init(params))
+            update(rule, model, params, bad, rule.init(params))

@@ -3,7 +3,8 @@
 The Jacobian of the total map is built from Kronecker products,
 d vec_r(W) = sum_i kron(W_{>i}, W_{<i}^T) vec_r(dW_i); the GGN is G = J^T kron(I, Sxx) J
 and the gradient g = J^T vec_r(R), R = <(f(x) - y) x^T>; spectral powers by numpy eigh.
-Shared by tests/test_fractional.py, tests/test_rules.py and tests/test_training.py.
+Shared by tests/directions/test_fractional.py, tests/rules/test_rules.py and
+tests/dynamics/test_training.py.
 """
 
 from __future__ import annotations
