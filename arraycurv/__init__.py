@@ -7,25 +7,13 @@ everything else is reached through its subpackage (``ac.linalg.psd_power``,
 docs/design.md.
 """
 
-from . import (
-    backend,
-    curvature,
-    data,
-    directions,
-    dynamics,
-    experiments,
-    linalg,
-    losses,
-    models,
-    params,
-    results,
-    rules,
-    sweeps,
-    validation,
-)
+import importlib as _importlib
+
+# The core (models, their generic passes, the curvature verbs with every fast form registered,
+# losses, flat parameters) is imported eagerly: the singledispatch registrations of the model
+# families (some of which live in ``curvature``) must be in place before any verb is called.
+from . import backend, curvature, losses, models, params, validation
 from .curvature import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
-from .directions import kfac_qngd_direction, qngd_blockdiag_direction, qngd_direction, regularized_ngd_direction
-from .dynamics import integrate_rule, train
 from .losses import MSE, SoftmaxCrossEntropy
 from .models import (
     DeepLinear,
@@ -42,19 +30,42 @@ from .models import (
     vjp,
 )
 from .params import flatten, unflatten
-from .rules import (
-    UpdateRule,
-    adam,
-    apply_direction,
-    ngd,
-    ngd_d,
-    qngd,
-    qngd_blockdiag,
-    regularized_ngd,
-    sgd,
-    sqrt_ngd,
-    sqrt_ngd_d,
-)
+
+#: Subpackages imported on first use (``ac.sweeps``, ``import arraycurv.sweeps``), so that
+#: ``import arraycurv`` stays light; they register no fast form on the core generics.
+_LAZY_MODULES = ("data", "directions", "dynamics", "experiments", "linalg", "results", "rules", "sweeps", "testing")
+
+#: Headline names that live in a lazily imported subpackage: name -> subpackage.
+_LAZY_NAMES = {
+    "bernacchia_ngd_direction": "directions",
+    "kfac_qngd_direction": "directions",
+    "qngd_blockdiag_direction": "directions",
+    "qngd_direction": "directions",
+    "regularized_ngd_direction": "directions",
+    "integrate_rule": "dynamics",
+    "train": "dynamics",
+    **dict.fromkeys(
+        ("UpdateRule", "adam", "apply_direction", "bernacchia_ngd", "chain", "class_subspace_newton",
+         "newton_summary", "ngd", "ngd_d", "qngd", "qngd_blockdiag", "regularized_ngd", "sgd", "sqrt_ngd",
+         "sqrt_ngd_d"),
+        "rules",
+    ),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
@@ -68,6 +79,10 @@ __all__ = [
     "adam",
     "apply_direction",
     "backend",
+    "bernacchia_ngd",
+    "bernacchia_ngd_direction",
+    "chain",
+    "class_subspace_newton",
     "curvature",
     "data",
     "directions",
@@ -92,6 +107,7 @@ __all__ = [
     "losses",
     "mlp",
     "models",
+    "newton_summary",
     "ngd",
     "ngd_d",
     "param_shapes",

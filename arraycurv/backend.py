@@ -30,7 +30,9 @@ import numpy as np
 __all__ = [
     "BACKENDS",
     "check_all_finite",
+    "ArgumentTypeError",
     "check_float",
+    "check_namespace",
     "check_same_device",
     "device_of",
     "float_dtype",
@@ -50,6 +52,62 @@ __all__ = [
     "to_numpy",
     "uniform",
 ]
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong kind (a string for a number, a list for an array).
+
+    A ``TypeError`` that is also a ``ValueError``, so that callers catching either see it
+    (re-exported by :mod:`arraycurv.validation`).
+    """
+
+
+def check_namespace(xp: Any, name: str = "xp"):
+    """Return ``xp`` if it is an array namespace (a module with ``asarray`` and ``float64``).
+
+    Raises :class:`ArgumentTypeError` naming the argument otherwise, e.g. for the string
+    ``"numpy"`` (use :func:`namespace_by_name` for names).
+    """
+    if isinstance(xp, str) or not (hasattr(xp, "asarray") and hasattr(xp, "float64")):
+        hint = f" (use backend.namespace_by_name({xp!r}))" if isinstance(xp, str) else ""
+        raise ArgumentTypeError(f"{name}: expected an array namespace such as numpy, got {xp!r}{hint}")
+    return xp
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_seed(seed) -> None:
+    """A seed NumPy accepts: a non-negative int, a sequence of them, or a SeedSequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        return
+    want = "seed: expected a non-negative integer (or a sequence of them) or a numpy Generator"
+    entries = list(seed) if isinstance(seed, (tuple, list)) else [seed]
+    if not entries or not all(_is_int(e) for e in entries):
+        raise ArgumentTypeError(f"{want}, got {seed!r}")
+    if any(e < 0 for e in entries):
+        raise ValueError(f"{want}, got {seed!r}")
+
+
+def _check_shape_arg(shape, name: str = "shape", ndim: int | None = None) -> tuple:
+    try:
+        out = tuple(int(s) for s in shape)
+        ok = all(not isinstance(s, bool) and int(s) == s and s >= 0 for s in shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or (ndim is not None and len(out) != ndim):
+        want = f"a tuple of {ndim} non-negative integers" if ndim else "a tuple of non-negative integers"
+        raise ValueError(f"{name}: expected {want}, got {shape!r}")
+    return out
+
+
+def _check_finite_scalar(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{name}: expected a finite real number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
+    return float(value)
 
 
 #: Backend names understood by :func:`namespace_by_name`.
@@ -126,7 +184,10 @@ def namespace_of(*args: Any, **named: Any):
     """
     pairs = _named(args, named)
     if not pairs:
-        raise TypeError("namespace_of: expected at least one array argument, got none")
+        for k, v in list(named.items()) + [(f"argument {i}", a) for i, a in enumerate(args)]:
+            if v is not None:
+                raise ArgumentTypeError(f"{k}: expected an array (or a tuple of arrays), got {_kind(v)}")
+        raise TypeError("arrays: expected at least one array argument, got none")
     first_name, first = pairs[0]
     xp = array_api_compat.array_namespace(first)
     first_type = type(first)
@@ -141,6 +202,12 @@ def namespace_of(*args: Any, **named: Any):
     if not array_api_compat.is_numpy_namespace(xp):  # NumPy arrays all live on the CPU
         check_same_device(pairs)
     return xp
+
+
+def _kind(v) -> str:
+    if isinstance(v, (tuple, list)) and v:
+        return f"a {type(v).__name__} of {type(v[0]).__name__}"
+    return type(v).__name__
 
 
 _NAMESPACE_BY_TYPE: dict = {}
@@ -236,6 +303,7 @@ def float_dtype(xp, dtype: Any = None):
 
     Accepts ``None``, a dtype of ``xp``, or the strings ``'float64'`` / ``'float32'``.
     """
+    check_namespace(xp)
     if dtype is None:
         return xp.float64
     if isinstance(dtype, str):
@@ -249,6 +317,8 @@ def float_dtype(xp, dtype: Any = None):
 
 def check_float(x: Any, name: str, xp=None) -> None:
     """Raise ``TypeError`` unless ``x`` is a real float32 or float64 array."""
+    if not is_array(x):
+        raise ArgumentTypeError(f"{name}: expected a float32 or float64 array, got {type(x).__name__}")
     xp = xp or array_api_compat.array_namespace(x)
     if x.dtype not in (xp.float32, xp.float64):
         raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
@@ -288,6 +358,7 @@ def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):
     ``dtype`` defaults to float64 for floating input (the library's policy); integer input
     keeps an integer dtype.
     """
+    check_namespace(xp)
     a = np.asarray(a)
     if a.dtype.kind == "f" or dtype is not None:
         dt = float_dtype(xp, dtype) if (dtype is None or isinstance(dtype, str)) else dtype
@@ -300,6 +371,8 @@ def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):
 
 def to_device(x: Any, device: Any):
     """Move an array to ``device`` within its namespace."""
+    if not is_array(x):
+        raise ArgumentTypeError(f"x: expected an array, got {type(x).__name__}")
     return array_api_compat.to_device(x, device)
 
 
@@ -312,7 +385,7 @@ def namespace_by_name(name: str):
         If the name is unknown, or the library is not installed / has no usable device
         (e.g. ``'cupy'`` on a machine without a GPU).
     """
-    if name not in BACKENDS:
+    if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
     try:
         mod = importlib.import_module(name)
@@ -338,25 +411,40 @@ def rng(seed: int | np.random.Generator | None) -> np.random.Generator:
         return seed
     if seed is None:
         raise ValueError("seed: expected an int or a numpy Generator for reproducibility, got None")
+    _check_seed(seed)
     return np.random.default_rng(seed)
 
 
 def normal(seed, shape, xp=np, *, dtype: Any = None, device: Any = None, scale: float = 1.0):
     """Standard normal draws times ``scale`` in namespace ``xp`` (same values everywhere)."""
+    check_namespace(xp)
+    shape = _check_shape_arg(shape)
+    scale = _check_finite_scalar(scale, "scale")
     g = rng(seed)
-    return from_numpy(scale * g.standard_normal(tuple(shape)), xp, dtype=dtype, device=device)
+    return from_numpy(scale * g.standard_normal(shape), xp, dtype=dtype, device=device)
 
 
 def uniform(seed, shape, xp=np, *, low=0.0, high=1.0, dtype: Any = None, device: Any = None):
     """Uniform draws on [low, high) in namespace ``xp`` (same values everywhere)."""
+    check_namespace(xp)
+    shape = _check_shape_arg(shape)
+    low, high = _check_finite_scalar(low, "low"), _check_finite_scalar(high, "high")
+    if not high >= low:
+        raise ValueError(f"high: expected a number >= low = {low!r}, got {high!r}")
     g = rng(seed)
-    return from_numpy(g.uniform(low, high, size=tuple(shape)), xp, dtype=dtype, device=device)
+    return from_numpy(g.uniform(low, high, size=shape), xp, dtype=dtype, device=device)
 
 
 def integers(seed, low: int, high: int, shape, xp=np, *, device: Any = None):
     """Integer draws on [low, high) as an int64 array of ``xp``."""
+    check_namespace(xp)
+    shape = _check_shape_arg(shape)
+    if isinstance(low, bool) or not isinstance(low, (int, np.integer)):
+        raise ArgumentTypeError(f"low: expected an integer, got {low!r}")
+    if isinstance(high, bool) or not isinstance(high, (int, np.integer)) or high <= low:
+        raise ValueError(f"high: expected an integer > low = {low!r}, got {high!r}")
     g = rng(seed)
-    a = g.integers(low, high, size=tuple(shape), dtype=np.int64)
+    a = g.integers(low, high, size=shape, dtype=np.int64)
     return xp.asarray(a, device=device) if device is not None else xp.asarray(a)
 
 
@@ -366,7 +454,9 @@ def orthogonal(seed, shape, xp=np, *, gain: float = 1.0, dtype: Any = None, devi
     For shape (m, n) the result has orthonormal rows if m <= n, orthonormal columns
     otherwise (QR of a Gaussian matrix with the sign convention of Mezzadri 2007).
     """
-    m, n = shape
+    check_namespace(xp)
+    m, n = _check_shape_arg(shape, ndim=2)
+    gain = _check_finite_scalar(gain, "gain")
     g = rng(seed)
     a = g.standard_normal((max(m, n), min(m, n)))
     q, r = np.linalg.qr(a)

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 
 from . import backend
-from .validation import ArgumentTypeError, check_ndim, check_shape
+from .validation import ArgumentTypeError, check_finite, check_ndim, check_shape
 
 __all__ = [
     "MSE",
@@ -41,6 +41,26 @@ class MSE:
 @dataclass(frozen=True)
 class SoftmaxCrossEntropy:
     """Softmax cross-entropy l_b = -log softmax(f(x_b))[y_b] with integer labels y_b."""
+
+
+def _check_outputs(outputs, xp, *, finite: bool = False) -> None:
+    """``outputs`` a float32/float64 array (B, k) with B >= 1 (and finite if asked: the
+    checks that need the data on the host run only where the result is not a fast path)."""
+    check_ndim(outputs, 2, "outputs")
+    if outputs.shape[0] < 1:
+        raise ValueError(f"outputs: expected a batch of at least one sample, got shape {tuple(outputs.shape)}")
+    backend.check_float(outputs, "outputs", xp)
+    if finite:
+        check_finite(outputs, "outputs", xp)
+
+
+def _finite_loss(xp, value, outputs, targets=None):
+    """The mean loss, after naming a NaN/Inf input if the value is not finite."""
+    if not bool(xp.isfinite(value)):
+        check_finite(outputs, "outputs", xp)
+        if targets is not None:
+            check_finite(targets, "targets", xp)
+    return value
 
 
 def _unknown(fn_name, loss):
@@ -73,8 +93,10 @@ def check_targets(loss, outputs, targets) -> None:
 
 @check_targets.register
 def _(loss: MSE, outputs, targets) -> None:
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, None)
     check_target_shape(loss, targets, tuple(outputs.shape), "targets")
+    if targets.dtype != outputs.dtype:
+        raise TypeError(f"targets: expected dtype {outputs.dtype} like outputs, got {targets.dtype}")
 
 
 @functools.singledispatch
@@ -88,7 +110,7 @@ def _(loss: MSE, outputs, targets):
     xp = backend.namespace_of(outputs=outputs, targets=targets)
     check_targets(loss, outputs, targets)
     r = outputs - targets
-    return 0.5 * xp.sum(r * r) / outputs.shape[0]
+    return _finite_loss(xp, 0.5 * xp.sum(r * r) / outputs.shape[0], outputs, targets)
 
 
 @functools.singledispatch
@@ -112,6 +134,7 @@ def loss_hessian_vp(loss, outputs, v):
 
 @loss_hessian_vp.register
 def _(loss: MSE, outputs, v):
+    _check_outputs(outputs, None)
     check_shape(v, tuple(outputs.shape), "v")
     return v
 
@@ -125,6 +148,7 @@ def loss_hessian(loss, outputs):
 @loss_hessian.register
 def _(loss: MSE, outputs):
     xp = backend.namespace_of(outputs=outputs)
+    _check_outputs(outputs, xp, finite=True)
     b, k = outputs.shape
     eye = xp.eye(k, dtype=outputs.dtype, device=backend.device_of(outputs))
     return xp.broadcast_to(eye, (b, k, k))
@@ -154,6 +178,9 @@ def sample_targets(loss, outputs, seed, num_samples: int = 1):
 @sample_targets.register
 def _(loss: MSE, outputs, seed, num_samples: int = 1):
     xp = backend.namespace_of(outputs=outputs)
+    _check_outputs(outputs, xp, finite=True)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
     noise = backend.normal(seed, (num_samples, *outputs.shape), xp, dtype=outputs.dtype,
                            device=backend.device_of(outputs))
     return outputs[None, ...] + noise
@@ -161,7 +188,7 @@ def _(loss: MSE, outputs, seed, num_samples: int = 1):
 
 # ------------------------------------------------------------ softmax cross-entropy
 def _ce_check_targets(outputs, targets, xp):
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, xp)
     _ce_check_labels(targets, tuple(outputs.shape), "targets", xp)
 
 
@@ -237,7 +264,7 @@ def _(loss: SoftmaxCrossEntropy, outputs, targets):
     _ce_check_targets(outputs, targets, xp)
     m, _, _, _, log_s = _softmax_parts(xp, outputs)
     picked = xp.sum(_onehot(xp, targets, outputs.shape[1], outputs) * outputs, axis=-1)
-    return xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0]
+    return _finite_loss(xp, xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0], outputs)
 
 
 @loss_grad.register
@@ -256,7 +283,7 @@ def _(loss: SoftmaxCrossEntropy, outputs, v):
     p * (w - p . w) with w = v - v[argmax] (the same value; no cancellation when the
     softmax saturates)."""
     xp = backend.namespace_of(outputs=outputs, v=v)
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, xp)
     check_shape(v, tuple(outputs.shape), "v")
     _, p, _, amax, _ = _softmax_parts(xp, outputs)
     w = v - xp.sum(xp.where(amax, v, xp.zeros_like(v)), axis=-1, keepdims=True)
@@ -268,7 +295,7 @@ def _(loss: SoftmaxCrossEntropy, outputs):
     """H_b = diag(p_b) - p_b p_b^T with p_b = softmax(f_b), shape (B, k, k); the diagonal
     p_i (1 - p_i) uses the cancellation-free 1 - p_i."""
     xp = backend.namespace_of(outputs=outputs)
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, xp, finite=True)
     _, p, q, _, _ = _softmax_parts(xp, outputs)
     eye = _eye_mask(xp, outputs.shape[1], outputs)
     return xp.where(eye, (p * q)[:, :, None], -p[:, :, None] * p[:, None, :])
@@ -280,7 +307,7 @@ def _(loss: SoftmaxCrossEntropy, outputs):
     S_b^T S_b = diag(p_b) - p_b p_b^T (using sum_i p_i = 1). Rows of S_b are the k
     "pseudo-output" directions of the Fisher."""
     xp = backend.namespace_of(outputs=outputs)
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, xp, finite=True)
     _, p, q, _, _ = _softmax_parts(xp, outputs)
     sq = xp.sqrt(p)
     eye = _eye_mask(xp, outputs.shape[1], outputs)
@@ -293,7 +320,7 @@ def _(loss: SoftmaxCrossEntropy, outputs, seed, num_samples: int = 1):
     draws, shape (num_samples, B), int64 (Bernacchia Sec. 5: the model's own predictive
     distribution)."""
     xp = backend.namespace_of(outputs=outputs)
-    check_ndim(outputs, 2, "outputs")
+    _check_outputs(outputs, xp, finite=True)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
     b, k = outputs.shape

@@ -57,11 +57,7 @@ __all__ = [
 ]
 
 
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong kind (a string for a number, a list for an array).
-
-    A ``TypeError`` that is also a ``ValueError``, so that callers catching either see it.
-    """
+ArgumentTypeError = backend.ArgumentTypeError  # a TypeError that is also a ValueError
 
 
 def _fmt_shape(shape) -> str:

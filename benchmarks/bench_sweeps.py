@@ -9,6 +9,9 @@ rank 2, all five rules, ``--cell-steps`` iterations), ``eta_bar`` in {0.1, 0.2} 
 * ``dask``: the same sweep on a ``distributed.LocalCluster`` of 2 single-threaded worker
   processes (started before the clock; its start-up time is reported apart), and the
   speed-up serial / dask (aim: >= 1.7x on 2 cores);
+* both after a warm-up cell (first-call imports and caches, in this process and on every
+  worker), alternately ``--repeats`` times (fresh folders each time), keeping the best
+  wall time of each: the machine may be shared, and its load comes in bursts;
 * the overhead per cell: a sweep of 16 cells whose ``run_one`` returns at once, serial and
   on the cluster (scheduling, pickling, the atomic JSON write), and the cell time the
   engine adds around ``run_one`` (wall - sum of the cells' own seconds) / cells;
@@ -78,6 +81,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cell-steps", type=int, default=1500, help="iterations of SGD per cell")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="alternate serial and Dask this many times; best kept")
     args = ap.parse_args(argv)
 
     base = ts.TeacherStudentConfig(width=8, depth=3, rank=2, num_test=200, steps=args.cell_steps,
@@ -87,15 +91,21 @@ def main(argv=None):
     noop_sweep = Sweep(Noop(), grid={"x": tuple(range(2))}, replicates=8)
     load0 = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench_sweeps_")
-    serial, serial_cells = _timed_sweep(ts.run_one, sweep, os.path.join(tmp, "serial"))
-    noop_serial, _ = _timed_sweep(noop, noop_sweep, os.path.join(tmp, "noop_serial"))
+    warm = dataclasses.replace(base, steps=20, rule_steps=(), step_check=5)
+    ts.run_one(warm)
     t0 = time.perf_counter()
     with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        client.run(lambda: __import__("arraycurv.experiments.huh_teacher_student") and None)  # warm the imports
+        client.run(lambda: ts.run_one(warm) and None)  # imports and first-call caches on every worker
         startup = time.perf_counter() - t0
-        dask, dask_cells = _timed_sweep(ts.run_one, sweep, os.path.join(tmp, "dask"), executor=client)
+        runs = {"serial": [], "dask": []}
+        for i in range(args.repeats):
+            runs["serial"].append(_timed_sweep(ts.run_one, sweep, os.path.join(tmp, f"serial{i}")))
+            runs["dask"].append(_timed_sweep(ts.run_one, sweep, os.path.join(tmp, f"dask{i}"), executor=client))
+        noop_serial, _ = _timed_sweep(noop, noop_sweep, os.path.join(tmp, "noop_serial"))
         noop_dask, _ = _timed_sweep(noop, noop_sweep, os.path.join(tmp, "noop_dask"), executor=client)
+    serial, serial_cells = min(runs["serial"])
+    dask, dask_cells = min(runs["dask"])
     load1 = os.getloadavg()
     n = len(sweep.cells())
     row = {
@@ -105,7 +115,8 @@ def main(argv=None):
         "engine_overhead_per_cell_ms_serial": 1e3 * (serial - serial_cells) / n,
         "noop_overhead_per_cell_ms_serial": 1e3 * noop_serial / n,
         "noop_overhead_per_cell_ms_dask": 1e3 * noop_dask / n,
-        "same_records": _same(os.path.join(tmp, "serial"), os.path.join(tmp, "dask")),
+        "same_records": _same(os.path.join(tmp, "serial0"), os.path.join(tmp, "dask0")),
+        "all_serial_s": [r[0] for r in runs["serial"]], "all_dask_s": [r[0] for r in runs["dask"]],
         "load_before": load0, "load_after": load1,
     }
     print(f"16-cell teacher-student sweep (width 8, depth 3, 5 rules, {args.cell_steps} SGD steps a cell; "
@@ -123,6 +134,8 @@ def main(argv=None):
     ]:
         print(f"{label:<44} {format(row[key], fmt):>10}")
     print(f"{'same records serial and Dask':<44} {str(row['same_records']):>10}")
+    print("every repeat, serial: " + ", ".join(f"{t:.2f}" for t in row["all_serial_s"])
+          + " s; Dask: " + ", ".join(f"{t:.2f}" for t in row["all_dask_s"]) + " s")
     out = pathlib.Path(__file__).resolve().parent / "results" / "bench_sweeps.json"
     write_json(out, row)
     return row

@@ -18,7 +18,7 @@ config = teacher_student.Config(  # = TeacherStudentConfig, validated when built
     width=16,  # N: input = hidden = output width
     rank=3,  # rank of the teacher map
     eta_bar=0.2,  # depth-calibrated rate: rule with power 1/q uses eta_bar / d^(1 - 1/q)  (Huh eq 17)
-    damping=1e-5,  # Levenberg-Marquardt damping of NGD, NGD-d (Huh Sec. 6)
+    damping=1e-5,  # Levenberg-Marquardt damping of NGD (damping_d: of NGD-d) (Huh Sec. 6)
     clip=0.1,  # update-speed clipping of NGD, NGD-d (max update norm per iteration)
     steps=10000,  # rules stop early once converged (tol); SGD uses them all
 )

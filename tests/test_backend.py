@@ -78,7 +78,7 @@ def test_float_dtype_policy(xp):
 
 def test_namespace_by_name():
     assert backend.namespace_by_name("numpy") is not None
-    with pytest.raises(ValueError, match="backend: expected one of"):
+    with pytest.raises(ValueError, match="^backend: expected one of"):
         backend.namespace_by_name("tensorflow")
 
 

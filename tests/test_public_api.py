@@ -23,10 +23,11 @@ import arraycurv as ac
 #: ``arraycurv.__all__``
 TOP_LEVEL = [
     "DeepLinear", "LinearMoments", "MSE", "Sequential", "SoftmaxCrossEntropy", "UpdateRule", "adam",
-    "apply_direction", "backend", "curvature", "data", "directions", "dynamics", "experiments", "flatten",
-    "forward", "ggn_block_diag", "ggn_blocks", "ggn_matrix", "ggn_vp", "hessian_matrix", "hvp", "init_params",
-    "integrate_rule", "jacobian", "jvp", "kfac_qngd_direction", "lenet5", "linalg", "linearize", "losses", "mlp",
-    "models", "ngd", "ngd_d", "param_shapes", "params", "qngd", "qngd_blockdiag", "qngd_blockdiag_direction",
+    "apply_direction", "backend", "bernacchia_ngd", "bernacchia_ngd_direction", "chain", "class_subspace_newton",
+    "curvature", "data", "directions", "dynamics", "experiments", "flatten", "forward", "ggn_block_diag",
+    "ggn_blocks", "ggn_matrix", "ggn_vp", "hessian_matrix", "hvp", "init_params", "integrate_rule", "jacobian",
+    "jvp", "kfac_qngd_direction", "lenet5", "linalg", "linearize", "losses", "mlp", "models", "newton_summary",
+    "ngd", "ngd_d", "param_shapes", "params", "qngd", "qngd_blockdiag", "qngd_blockdiag_direction",
     "qngd_direction", "regularized_ngd", "regularized_ngd_direction", "results", "rules", "sgd", "sqrt_ngd",
     "sqrt_ngd_d", "sweeps", "train", "unflatten", "validation", "value_and_grad", "vjp",
 ]

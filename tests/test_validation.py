@@ -175,7 +175,7 @@ def test_check_call_returns_the_namespace_and_checks_dtypes(xp):
         check_call(model, params, x=x, cotangent=y[:, :1])
     with pytest.raises(ValueError, match=r"^m: expected shape \(4, 4\)"):
         check_call(model, params, arrays=(("m", xp.eye(3, dtype=xp.float64), (4, 4)),))
-    with pytest.raises(TypeError, match=r"^model: param_shapes is not implemented for str"):
+    with pytest.raises(TypeError, match=r"^model: expected a model of arraycurv .*got 'net' \(param_shapes is not"):
         check_call("net", params)
 
 

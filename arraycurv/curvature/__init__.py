@@ -22,9 +22,12 @@ from .fisher import (
 )
 from .generic import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
 from .kron import FISHER_KINDS, KFactors, kfac_block, kron_factors
-from .subspace import ClassSubspace, class_gradients, class_subspace, subspace_basis, subspace_curvature
 
 _LAZY = {"operators", "FISHER_VARIANTS", "fisher_operator", "ggn_operator", "hessian_operator"}
+#: The class-subspace tools (Tuddenham et al. 2020) and the summary Hessian (Wolinski 2023) are
+#: imported on first use; they register fast forms only on their own private generics.
+_LAZY_MODULES = ("subspace", "summary")
+_LAZY_SUBSPACE = {"ClassSubspace", "class_gradients", "class_subspace", "subspace_basis", "subspace_curvature"}
 
 __all__ = [
     "FISHER_KINDS",
@@ -73,4 +76,9 @@ def __getattr__(name):
 
         ops = importlib.import_module(".operators", __name__)
         return ops if name == "operators" else getattr(ops, name)
+    if name in _LAZY_MODULES or name in _LAZY_SUBSPACE:
+        import importlib
+
+        mod = importlib.import_module(f"{__name__}.{name if name in _LAZY_MODULES else 'subspace'}")
+        return mod if name in _LAZY_MODULES else getattr(mod, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

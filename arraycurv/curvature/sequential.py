@@ -29,8 +29,11 @@ from ..params import num_params, unflatten
 from .fisher import gradient_gram, per_sample_rows
 from .generic import ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
 
+#: only registrations (the Sequential fast forms of the curvature verbs): nothing public
+__all__: list[str] = []
 
-@value_and_grad.register
+
+@value_and_grad.register(Sequential)
 def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     x, y = batch
     lin = linearize.trusted(model, params, x, xp=xp)
@@ -38,7 +41,7 @@ def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     return loss_value(loss, lin.outputs, y), g
 
 
-@ggn_vp.register
+@ggn_vp.register(Sequential)
 def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     """G v = (1/B) sum_b J_b^T H_b J_b v with one forward pass (spec 3.2; Huh eq (3)).
 
@@ -62,7 +65,7 @@ def _chunk(model, b, p, budget=2**23):
     return max(1, min(p, budget // max(1, 4 * b * per)))
 
 
-@hessian_matrix.register
+@hessian_matrix.register(Sequential)
 def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     """Explicit P x P Hessian of the mean loss from Pearlmutter products of unit vectors
     (batched over chunks of columns, one forward pass)."""
@@ -79,7 +82,7 @@ def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     return xp.matrix_transpose(xp.concat(rows, axis=0))
 
 
-@ggn_matrix.register
+@ggn_matrix.register(Sequential)
 def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     """Explicit P x P GGN (1/B) sum_b J_b^T H_b J_b, assembled like the exact Fisher
     (:func:`arraycurv.curvature.fisher.gradient_gram` of the rows of S_b: Kronecker-structured
@@ -90,7 +93,7 @@ def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     return gradient_gram(lin, cot, 1.0 / x.shape[0])
 
 
-@jacobian.register
+@jacobian.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None):
     """Explicit output Jacobian (B, k, P) by backpropagating the k unit output cotangents
     of every sample at once (per-sample VJPs)."""
@@ -104,7 +107,7 @@ def _(model: Sequential, params, x, *, xp=None):
 
 
 # ------------------------------------------------------------------- Fisher generics
-@per_sample_rows.register
+@per_sample_rows.register(SequentialLinearization)
 def _(lin: SequentialLinearization, cotangent):
     """One reverse pass keeping the batch axis (per-sample parameter cotangents)."""
     xp = backend.namespace_of(outputs=lin.outputs)
@@ -127,7 +130,7 @@ def _single_row_layers(lin):
     return out
 
 
-@gradient_gram.register
+@gradient_gram.register(SequentialLinearization)
 def _(lin: SequentialLinearization, cotangent, scale=1.0):
     """Kronecker-structured blocks for MLPs (:func:`_kron_gram`); otherwise the Gram matrix
     of the (m B, P) per-sample gradients, or the Jacobian default when m > k."""

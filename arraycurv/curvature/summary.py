@@ -17,20 +17,26 @@ double-backward and S triple-backward passes. Here, for Sequential networks (and
 linear networks, as a chain of bias-free Dense layers):
 
 1. one forward pass keeps every layer's cache;
-2. one Taylor-mode pass of order 3 (:mod:`arraycurv.models.jets`) carries the S
-   restricted directions at once, as a leading axis. A direction whose group starts at
-   layer l is zero below l, so it joins the batch only at layer l (at its own layer its
-   input jet is zero and it costs one matmul); the loss jet gives gbar (order 1), the
-   diagonal of Hbar (order 2) and D3_sss (order 3) for all s;
+2. one Taylor-mode pass (:mod:`arraycurv.models.jets`) carries the S restricted
+   directions at once, as a leading axis. A direction whose group starts at layer l is
+   zero below l, so it joins the batch only at layer l (at its own layer its input jet
+   is zero and it costs one matmul). Only the coefficients 1 and 2 are propagated: what
+   each layer adds to the third one (its "source", y_3 at x_3 = 0) is contracted with
+   the gradient cotangent at its output in step 3 (<g, f_3> = sum_l <dy_l, source_l>,
+   the adjoint of the linear recursion of f_3). The loss jet gives gbar (order 1) and,
+   with the sources, D3_sss (order 3) for all s;
 3. one backward pass of the gradient cotangent and one batched R-operator pass
-   (Pearlmutter 1994, :func:`~arraycurv.models.layers.layer_rop_vjp`) carry the same
-   first-order tangents back down; direction j leaves the batch below its own first
-   layer. At each layer, the R-derivatives of that layer's parameter gradients are
-   contracted with the restricted directions of the groups living there, which gives
-   Hbar_ij for every pair with birth(j) <= birth(i); symmetry gives the rest.
+   (Pearlmutter 1994) carry the first-order tangents back down; direction j leaves the
+   batch below its own first layer. At each layer the R-derivatives of the layer's
+   parameter gradients are contracted with the restricted directions of the groups
+   living there, which gives Hbar_ij for every pair with birth(j) <= birth(i); symmetry
+   gives the rest. For Dense and Conv2d (bilinear in input and parameters) the
+   contraction <u^(i), R{dp}^(j)> = <rdy^(j), J_p u^(i)> + <grad_x <dy, J_p u^(i)>, dx^(j)>
+   avoids forming R{dp}; other layers go through
+   :func:`~arraycurv.models.layers.layer_rop_vjp`.
 
 Cost: about 1 forward + 1 backward + (jets and R-pass of the directions above their own
-layer), i.e. 2-4 gradients for S = 6 on an MLP (benchmarks/bench_summary.py), against
+layer), 2.2-4.1 gradients for S = 6 on the MLPs of benchmarks/bench_summary.py, against
 2S + 1 nested reverse passes. The default form for other model families uses
 :func:`~arraycurv.models.jets.taylor` batched over S and ``hvp`` with S directions.
 
@@ -253,7 +259,8 @@ def _forward(xp, model, params, x, direction, partition, plan, masks, order):
         a, b = idx[li]
         y0, cache = layer_forward(layer, ps[li], jet[0])
         caches.append(cache)
-        prim.append((jet[0], y0))
+        own: dict = {}
+        prim.append((jet[0], y0, own))
         t_in.append(jet[1] if order >= 1 else None)
         parts, layer_dps = [], []
         if m:
@@ -264,7 +271,9 @@ def _forward(xp, model, params, x, direction, partition, plan, masks, order):
         for bt in plan.new[li]:
             dp = _stack_dp(xp, masks, direction, bt, a, b, partition)
             layer_dps.append(dp)
-            parts.append((layer_jet(layer, ps[li], x0_jet, dp, primal=(y0, cache)), len(bt)))
+            out = layer_jet(layer, ps[li], x0_jet, dp, primal=(y0, cache))
+            own[bt] = out[1]  # J_p u^(s) of the groups born here, reused by the R-pass
+            parts.append((out, len(bt)))
             m += len(bt)
         dps.append(layer_dps)
         jet = _concat_jets(xp, parts, y0) if parts else (y0,) + (None,) * order
@@ -406,11 +415,12 @@ def _bilinear_rows(xp, layer, p, cache, prim, ab, plan, li, masks, direction, pa
     """Rows C[i, :] (i in the layer's groups) of a Dense/Conv2d layer without forming R{dp}, and
     the R-derivative of the input cotangent of the directions active below."""
     a, b = ab
-    x0, y0 = prim
+    x0, y0, own = prim
     zs, ws = [], []
     for bt in plan.at_batches[li]:
         dp = _stack_dp(xp, masks, direction, bt, a, b, partition)
-        zs.append(layer_jet(layer, p, (x0, None), dp, primal=(y0, cache))[1])
+        z = own.get(bt)
+        zs.append(z if z is not None else layer_jet(layer, p, (x0, None), dp, primal=(y0, cache))[1])
         w = _cross(layer, p, cache, dp, g)
         ws.append(w if w is not None else xp.zeros((len(bt),) + tuple(x0.shape), dtype=x0.dtype,
                                                    device=backend.device_of(x0)))

@@ -85,6 +85,7 @@ from ..validation import (
 
 __all__ = [
     "FORMS",
+    "blockdiag_power_apply",
     "clip_direction",
     "qngd_blockdiag_direction",
     "qngd_direction",

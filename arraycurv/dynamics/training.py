@@ -30,7 +30,7 @@ from ..curvature.generic import value_and_grad
 from ..losses import MSE, loss_value
 from ..models.base import forward
 from ..rules.base import UpdateRule, apply_direction, is_stateless
-from ..validation import check_int
+from ..validation import check_call, check_int
 from .integrate import OdeSolution, solve_ode
 from .theory import conserved_quantities
 
@@ -274,6 +274,8 @@ def train(
     """
     num_steps, record_every, eval_batches, record, params = _check_train_args(
         rule, num_steps, record_every, eval_batches, record, params)
+    for name, b in eval_batches.items():  # checked once, up front, naming the entry
+        check_call(model, params, batch=b, loss=loss, names={"batch": f"eval_batches[{name!r}]"})
     rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record)
     fixed = not callable(batch)
     get_batch = (lambda step: batch) if fixed else batch

@@ -320,8 +320,7 @@ def _plot(record, path):
                     c = r[name]
                     ax.plot(backend.to_numpy(c[xkey]) + (1 if row == 0 else 1e-4), backend.to_numpy(c["test_loss"]),
                             color=color, lw=1.0, alpha=0.8,
-                            label=(f"SGD (lr {r['best_sgd_lr']:g})" if name == "sgd" else "NGD")
-                            if r is runs[0] else None)
+                            label=(_sgd_label(runs) if name == "sgd" else "NGD") if r is runs[0] else None)
                 if r["floor"] > 0:
                     ax.axhline(r["floor"], color="gray", ls="--", lw=0.8)
             ax.set_xscale("log")
@@ -333,6 +332,11 @@ def _plot(record, path):
                 ax.set_title(f"{panel}: {_panel_title(runs[0])}", fontsize=8)
                 ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def _sgd_label(runs):
+    lrs = sorted({r["best_sgd_lr"] for r in runs})
+    return f"SGD (lr {', '.join(f'{lr:g}' for lr in lrs)})" if len(lrs) > 1 else f"SGD (lr {lrs[0]:g})"
 
 
 def _panel_title(run):

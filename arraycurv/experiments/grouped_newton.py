@@ -158,7 +158,7 @@ def _make_rule(name, lr, config, x, y, steps_per_epoch):
 
 def _ns_callback(config, steps, trace):
     np = backend.host_namespace()
-    heat_at = set(np.linspace(config.period, steps, config.num_heatmaps).astype(int).tolist())
+    targets = sorted(set(np.linspace(1, max(steps - config.period, 1), config.num_heatmaps).astype(int).tolist()))
     last = [0]
 
     def callback(step, params, state):
@@ -172,7 +172,9 @@ def _ns_callback(config, steps, trace):
         trace["r0"].append(info["r0"])
         trace["case"].append(info["case"])
         trace["damping"].append(info["damping"])
-        if any(abs(step - h) < config.period for h in heat_at) and len(trace["hbar"]) < config.num_heatmaps:
+        if targets and step >= targets[0]:  # the first recomputation at or after each target step
+            while targets and step >= targets[0]:
+                targets.pop(0)
             trace["hbar"].append(backend.to_numpy(info["hbar"]).tolist())
             trace["hbar_step"].append(step)
         return None

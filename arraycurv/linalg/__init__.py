@@ -31,19 +31,9 @@ namespace, dtype and device, and work over leading (batch) axes, which broadcast
 against each other as in ``matmul``. See ``docs/linalg.md``.
 """
 
-from . import kronecker, lowrank, powers, spectral, subspaces, sylvester
+from . import kronecker, powers, sylvester
 from .kronecker import kron, kron_matvec, kron_psd_power_apply, kron_solve
 from .powers import pinv_power, psd_power
-from .spectral import block_lanczos, hutchinson_trace, hutchpp_trace, lanczos, slq, slq_trace, spectral_density
-from .subspaces import (
-    complement_project,
-    fraction_in_span,
-    orthonormal_basis,
-    principal_angles,
-    project,
-    stack_directions,
-    subspace_overlap,
-)
 from .sylvester import solve_generalized_sylvester, solve_sylvester
 
 __all__ = [
@@ -63,3 +53,29 @@ __all__ = [
 __all__ += ["block_lanczos", "complement_project", "fraction_in_span", "hutchinson_trace", "hutchpp_trace", "lanczos",
             "orthonormal_basis", "principal_angles", "project", "slq", "slq_trace", "spectral", "spectral_density",
             "stack_directions", "subspace_overlap", "subspaces"]
+
+#: Modules imported on first use (``arraycurv.linalg.spectral``, ``from arraycurv.linalg import lanczos``),
+#: so that ``import arraycurv`` does not load the paper tools (Lanczos, SLQ, low-rank, subspaces).
+_LAZY_MODULES = ("lowrank", "spectral", "subspaces")
+_LAZY_NAMES = {
+    **dict.fromkeys(("block_lanczos", "hutchinson_trace", "hutchpp_trace", "lanczos", "slq", "slq_trace",
+                     "spectral_density"), "spectral"),
+    **dict.fromkeys(("complement_project", "fraction_in_span", "orthonormal_basis", "principal_angles", "project",
+                     "stack_directions", "subspace_overlap"), "subspaces"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

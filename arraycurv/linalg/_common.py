@@ -57,6 +57,28 @@ def _check_symmetric(a, name: str, xp) -> None:
         check_symmetric(a, name, xp)
 
 
+#: Negative eigenvalues down to ``-NEGATIVE_TOL * n * eps(dtype) * max |eigenvalue|`` count as
+#: rounding (a Gram matrix J^T J formed in floating point has them) and are treated as zero;
+#: below that a "PSD" input is indefinite and the PSD routines raise unless ``clip_negative``.
+NEGATIVE_TOL = 100.0
+
+
+def _check_psd(w, name: str, xp, n: int, clip_negative: bool, *, axes=(-1,)) -> None:
+    """Raise unless the eigenvalues ``w`` are >= minus the rounding tolerance (per matrix)."""
+    if clip_negative or math.prod(w.shape) == 0:
+        return
+    tol = NEGATIVE_TOL * max(n, 1) * float(xp.finfo(w.dtype).eps)
+    wabs = xp.max(xp.abs(w), axis=axes, keepdims=True)
+    bad = w < -tol * wabs
+    if bool(xp.any(bad)):
+        wmin = float(xp.min(w / xp.where(wabs > 0, wabs, xp.ones_like(wabs))))
+        raise ValueError(
+            f"{name}: expected a positive semi-definite matrix (eigenvalues >= -{tol:.3g} max |eigenvalue|), "
+            f"got an eigenvalue of {wmin:.3g} max |eigenvalue|; pass clip_negative=True to drop negative "
+            f"eigenvalues"
+        )
+
+
 def _sym(a, xp):
     return 0.5 * (a + xp.matrix_transpose(a))
 

@@ -12,7 +12,7 @@ import array_api_extra as xpx
 
 from .. import backend
 from ..validation import check_matrix, check_real, check_square
-from ._common import _batch_shape, _check_inputs, _check_symmetric, _keep_above, _power_of_kept, _rcond, _sym
+from ._common import _batch_shape, _check_inputs, _check_psd, _check_symmetric, _keep_above, _power_of_kept, _rcond, _sym
 
 __all__ = ['kron', 'kron_matvec', 'kron_psd_power_apply', 'kron_solve']
 
@@ -109,7 +109,7 @@ def _check_symmetric_kron_operands(xp, a, b, x, name, rcond):
     return rc, _batch_shape(named)
 
 
-def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
+def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0, clip_negative=False):
     """``(A kron B + damping I)^p vec_r(X)`` in matrix form, from two eigendecompositions.
 
     With ``A = U_A diag(a_i) U_A^T`` and ``B = U_B diag(b_j) U_B^T`` the eigenvalues of
@@ -135,6 +135,13 @@ def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
         Default ``m * n * eps(dtype)`` (the size of ``kron(A, B)``).
     damping : float, optional
         ``>= 0``, added to the product eigenvalues (the power of ``kron(A, B) + damping I``).
+    clip_negative : bool, optional
+        As in :func:`~arraycurv.linalg.psd_power`: eigenvalues of ``a`` or ``b`` below minus
+        the rounding tolerance raise ``ValueError`` unless True (then they are dropped).
+
+    The eigenvalues are divided by their largest magnitudes before the products are
+    formed, so products beyond the float range (``1e200 * 1e200``) neither overflow to
+    Inf nor give zeros: ``lam**p = (s_a s_b)**p (lam / (s_a s_b))**p``.
 
     Returns
     -------
@@ -148,10 +155,22 @@ def kron_psd_power_apply(a, b, x, p, *, rcond=None, damping=0.0):
         return xp.zeros(batch + (m, n), dtype=x.dtype, device=backend.device_of(x))
     wa, ua = xp.linalg.eigh(_sym(a, xp))
     wb, ub = xp.linalg.eigh(_sym(b, xp))
-    lam = xp.expand_dims(wa, axis=-1) * xp.expand_dims(wb, axis=-2) + damping  # (..., m, n)
+    _check_psd(wa, "a", xp, m, bool(clip_negative))
+    _check_psd(wb, "b", xp, n, bool(clip_negative))
+    sa, sb = _unit_scale(wa, xp), _unit_scale(wb, xp)  # (..., 1): scale before the products
+    # (..., m, n) products of unit-scaled eigenvalues; damping scaled alike
+    lam = xp.expand_dims(wa / sa, axis=-1) * xp.expand_dims(wb / sb, axis=-2)
+    lam = lam + (damping / xp.expand_dims(sa, axis=-1)) / xp.expand_dims(sb, axis=-2)
     f = _power_of_kept(lam, _keep_above(lam, rc, xp, axes=(-2, -1)), p, xp)
+    f = f * (xp.expand_dims(sa**p, axis=-1) * xp.expand_dims(sb**p, axis=-2))
     xt = xp.matmul(xp.matmul(xp.matrix_transpose(ua), x), ub)
     return xp.matmul(xp.matmul(ua, xt * f), xp.matrix_transpose(ub))
+
+
+def _unit_scale(w, xp):
+    """max |w| over the last axis (keepdims), 1 where that is 0."""
+    s = xp.max(xp.abs(w), axis=-1, keepdims=True)
+    return xp.where(s > 0, s, xp.ones_like(s))
 
 
 def kron_solve(a, b, c):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from .. import backend
 from ..validation import check_finite, check_matrix, check_real, check_square
-from ._common import _check_symmetric, _keep_above, _power_of_kept, _rcond, _scale_columns, _sym
+from ._common import _check_psd, _check_symmetric, _keep_above, _power_of_kept, _rcond, _scale_columns, _sym
 
 __all__ = ['pinv_power', 'psd_power']
 
 
 # --------------------------------------------------------------------- matrix powers
-def psd_power(a, p, *, rcond=None, damping=0.0, check=True):
+def psd_power(a, p, *, rcond=None, damping=0.0, check=True, clip_negative=False):
     """Spectral power of a symmetric PSD matrix: ``(A + damping I)^p`` on its range.
 
     With the eigendecomposition ``A + damping I = U diag(lam) U^T`` (``xp.linalg.eigh``),
@@ -43,8 +43,14 @@ def psd_power(a, p, *, rcond=None, damping=0.0, check=True):
         ``A + damping I`` (Huh (2020) Sec. 6 uses ``1e-5`` for NGD). The cut-off applies
         to the damped eigenvalues.
     check : bool, optional
-        If False, skip the finite and symmetry checks (they need the data on the host);
-        shapes and scalars are always checked.
+        If False, skip the finite, symmetry and definiteness checks (they need the data on
+        the host); shapes and scalars are always checked.
+    clip_negative : bool, optional
+        Negative eigenvalues of ``A + damping I`` down to ``-100 n eps(dtype) max|lambda|``
+        (:data:`arraycurv.linalg._common.NEGATIVE_TOL`) are rounding and get 0; a more
+        negative eigenvalue means ``a`` is not PSD and raises ``ValueError``, unless
+        ``clip_negative=True``, which drops every negative eigenvalue (the projection onto
+        the PSD cone, Hessian+ of Huh (2020) eq (9)).
 
     Returns
     -------
@@ -54,7 +60,8 @@ def psd_power(a, p, *, rcond=None, damping=0.0, check=True):
     Raises
     ------
     ValueError
-        ``a`` not square, not symmetric or not finite; ``damping`` or ``rcond`` negative.
+        ``a`` not square, not symmetric, not finite or indefinite (beyond rounding, see
+        ``clip_negative``); ``damping`` or ``rcond`` negative.
     """
     xp = backend.namespace_of(a=a)
     backend.check_float(a, "a", xp)
@@ -72,6 +79,8 @@ def psd_power(a, p, *, rcond=None, damping=0.0, check=True):
     if damping != 0.0:
         s = s + damping * xp.eye(n, dtype=a.dtype, device=backend.device_of(a))
     w, u = xp.linalg.eigh(s)
+    if check:
+        _check_psd(w, "a", xp, n, bool(clip_negative))
     f = _power_of_kept(w, _keep_above(w, rc, xp), p, xp)
     return xp.matmul(_scale_columns(u, f, xp), xp.matrix_transpose(u))
 

@@ -38,8 +38,8 @@ __all__ = [
 
 def _missing(fn: str, model: Any):
     raise TypeError(
-        f"model: {fn} is not implemented for {type(model).__name__}; expected a model of "
-        f"arraycurv (DeepLinear, Sequential/MLP/CNN, ...), got {model!r}"
+        f"model: expected a model of arraycurv (DeepLinear, Sequential/MLP/CNN, ...), got {model!r} "
+        f"({fn} is not implemented for {type(model).__name__})"
     )
 
 

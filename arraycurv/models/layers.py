@@ -414,21 +414,21 @@ def _with_ones(xp, rows):
 
 
 # ---------------------------------------------------------------------- Dense
-@layer_param_shapes.register
+@layer_param_shapes.register(Dense)
 def _(layer: Dense):
     if layer.bias:
         return ((layer.n_out, layer.n_in), (layer.n_out,))
     return ((layer.n_out, layer.n_in),)
 
 
-@layer_output_shape.register
+@layer_output_shape.register(Dense)
 def _(layer: Dense, input_shape):
     if tuple(input_shape) != (layer.n_in,):
         raise ValueError(f"input_shape: expected ({layer.n_in},) for {layer!r}, got {_fmt(tuple(input_shape))}")
     return (layer.n_out,)
 
 
-@layer_forward.register
+@layer_forward.register(Dense)
 def _(layer: Dense, p, x):
     _check_input(layer, x, 1, (layer.n_in,))
     _check_layer_params(layer, p)
@@ -439,7 +439,7 @@ def _(layer: Dense, p, x):
     return y, x
 
 
-@layer_jvp.register
+@layer_jvp.register(Dense)
 def _(layer: Dense, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     _check_trailing(dx, (cache.shape[0], layer.n_in), "dx", layer)
@@ -464,7 +464,7 @@ def _dense_param_cot(xp, layer, x, dy, params_mode):
     return (dw, dy) if layer.bias else (dw,)
 
 
-@layer_vjp.register
+@layer_vjp.register(Dense)
 def _(layer: Dense, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     _check_trailing(dy, (cache.shape[0], layer.n_out), "dy", layer)
@@ -473,7 +473,7 @@ def _(layer: Dense, p, cache, dy, *, params_mode="sum", input_grad=True):
     return dx, _dense_param_cot(xp, layer, cache, dy, params_mode)
 
 
-@layer_rop_vjp.register
+@layer_rop_vjp.register(Dense)
 def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     _check_tangent(dp, p, "dp", layer)
     b = cache.shape[0]
@@ -497,7 +497,7 @@ def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
 layer_init.register(Dense)(_init_weight_bias)
 
 
-@layer_kron_rows.register
+@layer_kron_rows.register(Dense)
 def _(layer: Dense, p, cache, dy=None):
     xp = backend.namespace_of(x=cache)
     a = _with_ones(xp, cache) if layer.bias else cache
@@ -589,17 +589,17 @@ def activation_derivatives(name: str, x, *, order: int = 2):
     return _ACTIVATION_FNS[name](backend.namespace_of(x=x), x)[: order + 1]
 
 
-@layer_param_shapes.register
+@layer_param_shapes.register(Activation)
 def _(layer: Activation):
     return ()
 
 
-@layer_output_shape.register
+@layer_output_shape.register(Activation)
 def _(layer: Activation, input_shape):
     return tuple(input_shape)
 
 
-@layer_forward.register
+@layer_forward.register(Activation)
 def _(layer: Activation, p, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
         _check_input(layer, x, 1)
@@ -608,7 +608,7 @@ def _(layer: Activation, p, x):
     return y, (x, d1)
 
 
-@layer_jvp.register
+@layer_jvp.register(Activation)
 def _(layer: Activation, p, cache, dp, dx):
     if dx is None:
         return None
@@ -616,14 +616,14 @@ def _(layer: Activation, p, cache, dp, dx):
     return dx * cache[1]
 
 
-@layer_vjp.register
+@layer_vjp.register(Activation)
 def _(layer: Activation, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     _check_trailing(dy, cache[0].shape, "dy", layer)
     return (dy * cache[1] if input_grad else None), (None if params_mode == "none" else ())
 
 
-@layer_rop_vjp.register
+@layer_rop_vjp.register(Activation)
 def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     x, d1 = cache
     _check_trailing(dx, x.shape, "dx", layer)
@@ -653,13 +653,13 @@ def _conv_out_hw(layer, input_shape, padding=(0, 0), what="input_shape"):
     return ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
 
-@layer_param_shapes.register
+@layer_param_shapes.register(Conv2d)
 def _(layer: Conv2d):
     k = (layer.out_channels, layer.in_channels, *layer.kernel_size)
     return (k, (layer.out_channels,)) if layer.bias else (k,)
 
 
-@layer_output_shape.register
+@layer_output_shape.register(Conv2d)
 def _(layer: Conv2d, input_shape):
     ho, wo = _conv_out_hw(layer, input_shape, layer.padding)
     if input_shape[0] != layer.in_channels:
@@ -695,7 +695,7 @@ def _conv_input_cot(xp, layer, k2, dy2, cache):
     return dxp[..., ph : ph + h, pw : pw + w]
 
 
-@layer_forward.register
+@layer_forward.register(Conv2d)
 def _(layer: Conv2d, p, x):
     if not hasattr(x, "ndim") or x.ndim != 4 or x.shape[1] != layer.in_channels:
         _check_input(layer, x, 3, (layer.in_channels, "H", "W"))
@@ -711,7 +711,7 @@ def _(layer: Conv2d, p, x):
     return y, _ConvCache(cols, tuple(x.shape[2:]), out_hw)
 
 
-@layer_jvp.register
+@layer_jvp.register(Conv2d)
 def _(layer: Conv2d, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     b = cache.cols.shape[0]
@@ -746,7 +746,7 @@ def _conv_param_cot(xp, layer, cols, dy2, params_mode, dy):
     return (dk, xp.sum(dy, axis=(-2, -1))) if layer.bias else (dk,)
 
 
-@layer_vjp.register
+@layer_vjp.register(Conv2d)
 def _(layer: Conv2d, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     b = cache.cols.shape[0]
@@ -760,7 +760,7 @@ def _(layer: Conv2d, p, cache, dy, *, params_mode="sum", input_grad=True):
     return dx, _conv_param_cot(xp, layer, cache.cols, dy2, params_mode, dy)
 
 
-@layer_rop_vjp.register
+@layer_rop_vjp.register(Conv2d)
 def _(layer: Conv2d, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     _check_tangent(dp, p, "dp", layer)
     b = cache.cols.shape[0]
@@ -794,7 +794,7 @@ def _(layer: Conv2d, p, cache, dp, dx, dy, rdy, *, input_grad=True):
 layer_init.register(Conv2d)(_init_weight_bias)
 
 
-@layer_kron_rows.register
+@layer_kron_rows.register(Conv2d)
 def _(layer: Conv2d, p, cache, dy=None):
     # the im2col gather of the forward pass is the patch matrix of KFC
     xp = backend.namespace_of(cols=cache.cols)
@@ -853,13 +853,13 @@ def _pool_scatter(xp, layer, cache, dcols):
     return _col2im(xp, dcols, layer.kernel_size, layer.stride, cache.in_shape[2:])
 
 
-@layer_forward.register
+@layer_forward.register(AvgPool2d)
 def _(layer: AvgPool2d, p, x):
     xp, out_hw, cols = _pool_forward_common(layer, p, x)
     return xp.mean(cols, axis=-3), _PoolCache(tuple(x.shape), out_hw)
 
 
-@layer_forward.register
+@layer_forward.register(MaxPool2d)
 def _(layer: MaxPool2d, p, x):
     xp, out_hw, cols = _pool_forward_common(layer, p, x)
     kk = cols.shape[-3]
@@ -916,17 +916,17 @@ def _(layer, p, cache, dp, dx, dy, rdy, *, input_grad=True):
 
 
 # -------------------------------------------------------------------- Flatten
-@layer_param_shapes.register
+@layer_param_shapes.register(Flatten)
 def _(layer: Flatten):
     return ()
 
 
-@layer_output_shape.register
+@layer_output_shape.register(Flatten)
 def _(layer: Flatten, input_shape):
     return (math.prod(input_shape),)
 
 
-@layer_forward.register
+@layer_forward.register(Flatten)
 def _(layer: Flatten, p, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
         _check_input(layer, x, 1)
@@ -936,7 +936,7 @@ def _(layer: Flatten, p, x):
     return xp.reshape(x, (x.shape[0], math.prod(in_shape))), in_shape
 
 
-@layer_jvp.register
+@layer_jvp.register(Flatten)
 def _(layer: Flatten, p, cache, dp, dx):
     if dx is None:
         return None
@@ -951,14 +951,14 @@ def _unflatten_cot(layer, cache, dy, name):
     return xp.reshape(dy, _lead(dy, 1) + tuple(cache))
 
 
-@layer_vjp.register
+@layer_vjp.register(Flatten)
 def _(layer: Flatten, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     dx = _unflatten_cot(layer, cache, dy, "dy")
     return (dx if input_grad else None), (None if params_mode == "none" else ())
 
 
-@layer_rop_vjp.register
+@layer_rop_vjp.register(Flatten)
 def _(layer: Flatten, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     rdx = _unflatten_cot(layer, cache, rdy, "rdy")
     return (rdx if input_grad else None), ()
@@ -972,19 +972,19 @@ class _NormCache:
     axes: tuple  # the feature axes, counted from the end
 
 
-@layer_param_shapes.register
+@layer_param_shapes.register(LayerNorm)
 def _(layer: LayerNorm):
     return (layer.shape, layer.shape)
 
 
-@layer_output_shape.register
+@layer_output_shape.register(LayerNorm)
 def _(layer: LayerNorm, input_shape):
     if tuple(input_shape) != layer.shape:
         raise ValueError(f"input_shape: expected {_fmt(layer.shape)} for {layer!r}, got {_fmt(tuple(input_shape))}")
     return layer.shape
 
 
-@layer_init.register
+@layer_init.register(LayerNorm)
 def _(layer: LayerNorm, g, xp, *, dtype, device=None, method="gaussian", gain=1.0):
     return (_full(xp, layer.shape, 1.0, dtype, device), _full(xp, layer.shape, 0.0, dtype, device))
 
@@ -1004,7 +1004,7 @@ def _expand_batch(xp, t, n_feat):
     return xp.expand_dims(t, axis=t.ndim - n_feat)
 
 
-@layer_forward.register
+@layer_forward.register(LayerNorm)
 def _(layer: LayerNorm, p, x):
     _check_input(layer, x, len(layer.shape), layer.shape)
     _check_layer_params(layer, p)
@@ -1016,7 +1016,7 @@ def _(layer: LayerNorm, p, x):
     return p[0] * xh + p[1], _NormCache(xh, r, axes)
 
 
-@layer_jvp.register
+@layer_jvp.register(LayerNorm)
 def _(layer: LayerNorm, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     _check_trailing(dx, cache.xhat.shape, "dx", layer)
@@ -1037,7 +1037,7 @@ def _norm_param_cot(xp, layer, cache, dy, params_mode):
     return (xp.sum(dy * cache.xhat, axis=b_axis), xp.sum(dy, axis=b_axis))
 
 
-@layer_vjp.register
+@layer_vjp.register(LayerNorm)
 def _(layer: LayerNorm, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     _check_trailing(dy, cache.xhat.shape, "dy", layer)
@@ -1046,7 +1046,7 @@ def _(layer: LayerNorm, p, cache, dy, *, params_mode="sum", input_grad=True):
     return dx, _norm_param_cot(xp, layer, cache, dy, params_mode)
 
 
-@layer_rop_vjp.register
+@layer_rop_vjp.register(LayerNorm)
 def _(layer: LayerNorm, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     """R{dx} = P(R{u}) + R{r} q - r (R{xh} mean(xh u) + xh mean(R{xh} u)) with u = gamma dy,
     q = u - mean(u) - xh mean(xh u) (so that dx = r q), R{xh} the tangent of xh and

@@ -139,22 +139,22 @@ def layer_param_indices(model: Sequential) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-@param_shapes.register
+@param_shapes.register(Sequential)
 def _(model: Sequential):
     return tuple(tuple(s) for layer in model.layers for s in layer_param_shapes(layer))
 
 
-@input_shape.register
+@input_shape.register(Sequential)
 def _(model: Sequential):
     return model.input_shape
 
 
-@output_shape.register
+@output_shape.register(Sequential)
 def _(model: Sequential):
     return _shapes(model)[1]
 
 
-@stacked_tangents.register
+@stacked_tangents.register(Sequential)
 def _(model: Sequential):
     return True
 
@@ -268,7 +268,7 @@ def lenet5(
 
 
 # ------------------------------------------------------------------ initialization
-@init_params.register
+@init_params.register(Sequential)
 def _(model: Sequential, seed, xp=None, *, dtype=None, device=None, method="gaussian", gain=1.0):
     """Seeded parameters, layer by layer (:func:`arraycurv.models.layers.layer_init`):
     weights N(0, gain^2 / fan_in) (``"gaussian"``) or gain times a (semi-)orthogonal
@@ -321,7 +321,7 @@ class SequentialLinearization(Linearization):
         return hvp_linearized(self, y, v, loss)
 
 
-@linearize.register
+@linearize.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     """One forward pass of ``model`` at ``(params, x)`` keeping every layer's input and cache."""
     a = x
@@ -347,12 +347,12 @@ def as_sequential(model) -> Sequential:
     )
 
 
-@as_sequential.register
+@as_sequential.register(Sequential)
 def _(model: Sequential) -> Sequential:
     return model
 
 
-@as_sequential.register
+@as_sequential.register(DeepLinear)
 def _(model: DeepLinear) -> Sequential:
     return mlp(model.widths, activation="identity", bias=False)
 
@@ -447,7 +447,7 @@ def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
 
 
 # ---------------------------------------------------------------- generic passes
-@forward.register
+@forward.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None):
     a = x
     for layer, p in zip(model.layers, _split(model, params)):
@@ -455,13 +455,13 @@ def _(model: Sequential, params, x, *, xp=None):
     return a
 
 
-@jvp.register
+@jvp.register(Sequential)
 def _(model: Sequential, params, x, tangent, *, xp=None):
     lin = linearize.trusted(model, params, x, xp=xp)
     return lin.outputs, _jvp_trusted(lin, tangent)
 
 
-@vjp.register
+@vjp.register(Sequential)
 def _(model: Sequential, params, x, cotangent, *, xp=None):
     return _vjp_trusted(linearize.trusted(model, params, x, xp=xp), cotangent)
 
@@ -519,7 +519,7 @@ def _hvp_linearized(lin, y, v, loss):
                  for t, s in zip(out, param_shapes(model)))
 
 
-@hvp.register
+@hvp.register(Sequential)
 def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     """Exact Hessian-vector product H v of the mean loss (spec 2.4, 3.3).
 

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..backend import namespace_of
-from ..validation import check_shape
+from ..backend import ArgumentTypeError, is_array, namespace_of
+from ..validation import check_real, check_shape
 from . import partition  # noqa: F401  (GroupedNewton partitions: arraycurv.params.partition)
 
 __all__ = [
@@ -33,17 +33,27 @@ __all__ = [
 
 def shapes_of(params: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
     """Shapes of the tensors of a parameter tuple."""
+    _check_tree(params, "params")
     return tuple(tuple(p.shape) for p in params)
 
 
 def num_params(shapes: Sequence[Sequence[int]]) -> int:
     """Total number of scalars P for a list of tensor shapes."""
+    ok = isinstance(shapes, (tuple, list)) and all(
+        isinstance(s, (tuple, list)) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)
+        for s in shapes)
+    if not ok:
+        raise ValueError(f"shapes: expected a sequence of shapes (tuples of non-negative ints), got {shapes!r}")
     return sum(math.prod(s) for s in shapes)
 
 
 def flatten(params: Sequence[Any]):
     """Concatenate a tuple of arrays into one vector (C order, tensors in order)."""
+    _check_tree(params, "params")
     xp = namespace_of(params=tuple(params))
+    for i, p in enumerate(params[1:], 1):
+        if p.dtype != params[0].dtype:
+            raise TypeError(f"params[{i}]: expected dtype {params[0].dtype} (like params[0]), got {p.dtype}")
     return xp.concat([xp.reshape(p, (-1,)) for p in params])
 
 
@@ -52,6 +62,8 @@ def unflatten(vector: Any, shapes: Sequence[Sequence[int]], name: str = "vector"
 
     Leading batch axes are kept: an input of shape (k, P) gives tensors of shape (k, *s).
     """
+    if not is_array(vector):
+        raise ArgumentTypeError(f"{name}: expected an array, got {type(vector).__name__}")
     xp = namespace_of(**{name: vector})
     total = num_params(shapes)
     if vector.ndim < 1 or vector.shape[-1] != total:
@@ -67,18 +79,38 @@ def unflatten(vector: Any, shapes: Sequence[Sequence[int]], name: str = "vector"
 
 def tree_map(fn, *trees):
     """Apply ``fn`` leaf-wise over tuples of arrays of the same structure."""
+    if not callable(fn):
+        raise ArgumentTypeError(f"fn: expected a callable, got {fn!r}")
+    if not trees:
+        raise ValueError("trees: expected at least one tuple of arrays, got none")
     n = len(trees[0])
-    for t in trees[1:]:
-        if len(t) != n:
-            raise ValueError(f"tree_map: expected tuples of {n} arrays, got {len(t)}")
+    for i, t in enumerate(trees[1:], 1):
+        if not isinstance(t, (tuple, list)) or len(t) != n:
+            got = len(t) if isinstance(t, (tuple, list)) else type(t).__name__
+            raise ValueError(f"trees[{i}]: expected a tuple of {n} arrays like trees[0], got {got}")
     return tuple(fn(*leaves) for leaves in zip(*trees))
 
 
+def _check_tree(a, name):
+    """``a`` a tuple/list of arrays (one namespace); raise naming ``name`` or ``name[i]``."""
+    if not isinstance(a, (tuple, list)):
+        raise ArgumentTypeError(f"{name}: expected a tuple of arrays, got {type(a).__name__}")
+    for i, x in enumerate(a):
+        if not is_array(x):
+            raise ArgumentTypeError(f"{name}[{i}]: expected an array, got {type(x).__name__}")
+
+
 def _check_like(a, b, name_a="a", name_b="b"):
+    _check_tree(a, name_a)
+    _check_tree(b, name_b)
     if len(a) != len(b):
         raise ValueError(f"{name_b}: expected a tuple of {len(a)} arrays like {name_a}, got {len(b)}")
     for i, (x, y) in enumerate(zip(a, b)):
         check_shape(y, tuple(x.shape), f"{name_b}[{i}]")
+    if a:
+        named = {f"{name_a}[{i}]": x for i, x in enumerate(a)}
+        named.update({f"{name_b}[{i}]": y for i, y in enumerate(b)})
+        namespace_of(**named)
 
 
 def tree_add(a, b):
@@ -94,13 +126,18 @@ def tree_sub(a, b):
 
 
 def tree_scale(a, s):
-    """Leaf-wise s * a for a scalar s."""
+    """Leaf-wise s * a for a scalar s (a finite real number or a 0-d array)."""
+    _check_tree(a, "a")
+    if not is_array(s):
+        s = check_real(s, "s")
     return tuple(s * x for x in a)
 
 
 def tree_axpy(alpha, x, y):
-    """Leaf-wise alpha * x + y."""
+    """Leaf-wise alpha * x + y (``alpha`` a finite real number or a 0-d array)."""
     _check_like(x, y, "x", "y")
+    if not is_array(alpha):
+        alpha = check_real(alpha, "alpha")
     return tuple(alpha * u + v for u, v in zip(x, y))
 
 
@@ -117,6 +154,7 @@ def tree_norm(a):
     The entries are divided by the largest magnitude before squaring, so the norm neither
     overflows (a norm of 2e200 is 2e200) nor underflows; an Inf entry gives inf.
     """
+    _check_tree(a, "a")
     xp = namespace_of(a=tuple(a))
     mags = [xp.max(xp.abs(x)) for x in a if math.prod(x.shape)]
     if not mags:
@@ -129,5 +167,6 @@ def tree_norm(a):
 
 def tree_zeros_like(a):
     """Tuple of zero arrays with the shapes, dtype and device of ``a``."""
+    _check_tree(a, "a")
     xp = namespace_of(a=tuple(a))
     return tuple(xp.zeros_like(x) for x in a)

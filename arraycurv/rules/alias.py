@@ -15,10 +15,11 @@ See ``docs/rules.md``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from .. import backend
-from ..directions.fractional import qngd_blockdiag_direction, qngd_direction, regularized_ngd_direction
-from ..validation import check_clip, check_finite, check_lr, check_nonneg, check_q
+from ..directions.fractional import FORMS, qngd_blockdiag_direction, qngd_direction, regularized_ngd_direction
+from ..validation import check_clip, check_finite, check_lr, check_nonneg, check_q, check_rcond
 from .base import EmptyState, UpdateRule, chain
 from .transforms import AdamState, clip_by_norm, precondition, scale_by_adam, scale_by_lr
 
@@ -43,9 +44,14 @@ def _loss_guard(loss) -> UpdateRule:
     def update(grads, state, params, *, loss=None, **extra):
         if expected is not None and loss is not None and loss != expected:
             raise ValueError(f"loss: expected the loss this rule was built with, {expected!r}, got {loss!r}")
-        xp = backend.namespace_of(gradient=tuple(grads))
-        for i, g in enumerate(grads):
-            check_finite(g, f"gradient[{i}]", xp)
+        if not isinstance(grads, Sequence) or len(grads) != len(params):
+            got = len(grads) if isinstance(grads, Sequence) else type(grads).__name__
+            raise ValueError(f"grads: expected a tuple of {len(params)} arrays shaped like params, got {got}")
+        xp = backend.namespace_of(grads=tuple(grads))
+        for i, (g, p) in enumerate(zip(grads, params)):
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(f"grads[{i}]: expected shape {tuple(p.shape)} like params[{i}], got {tuple(g.shape)}")
+            check_finite(g, f"grads[{i}]", xp)
         return grads, state
 
     expected = loss
@@ -67,13 +73,14 @@ def adam(lr, b1=0.9, b2=0.999, eps=1e-8, *, loss=None) -> UpdateRule:
 
 
 # ----------------------------------------------------------------------------- q-NGD family
-def _power_rule(lr, q, damping, clip, name, names, direction_fn, loss) -> UpdateRule:
+def _power_rule(lr, q, damping, clip, name, names, rcond, direction_fn, loss) -> UpdateRule:
     """``chain(precondition(direction_fn), scale_by_lr(lr), clip_by_norm(clip))`` after
     checking the arguments; ``names = (q = 1 name, q = 2 name, prefix)`` give the default
     name (q = inf is SGD)."""
     lr = check_lr(lr)
     q = check_q(q)
     check_nonneg(damping, "damping")
+    check_rcond(rcond)
     clip = check_clip(clip)
     if name is None:
         name = {1.0: names[0], 2.0: names[1], math.inf: "sgd"}.get(q, f"{names[2]}(q={q:g})")
@@ -91,7 +98,9 @@ def qngd(lr, q, *, form="auto", damping=0.0, rcond=None, clip=None, loss=None, n
     (update-speed clipping, Huh Sec. 6) bounds the norm of the returned step (learning
     rate included) by :func:`arraycurv.rules.transforms.clip_by_norm`.
     """
-    return _power_rule(lr, q, damping, clip, name, ("ngd", "sqrt_ngd", "qngd"),
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+    return _power_rule(lr, q, damping, clip, name, ("ngd", "sqrt_ngd", "qngd"), rcond,
                        lambda model, params, batch, q, loss: qngd_direction(
                            model, params, batch, q, form=form, damping=damping, rcond=rcond, loss=loss), loss)
 
@@ -110,7 +119,7 @@ def qngd_blockdiag(lr, q, *, damping=0.0, rcond=None, clip=None, loss=None, name
     """Block-diagonal q-NGD (Huh 2020 eq 19-21, footnote 4): per layer
     ``updates_i = -lr (G_ii + damping I)^{+1/q} g_i / d^{1/q}``
     (:func:`arraycurv.qngd_blockdiag_direction`), optionally clipped."""
-    return _power_rule(lr, q, damping, clip, name, ("ngd_d", "sqrt_ngd_d", "qngd_d"),
+    return _power_rule(lr, q, damping, clip, name, ("ngd_d", "sqrt_ngd_d", "qngd_d"), rcond,
                        lambda model, params, batch, q, loss: qngd_blockdiag_direction(
                            model, params, batch, q, damping=damping, rcond=rcond, loss=loss), loss)
 
@@ -129,6 +138,9 @@ def regularized_ngd(lr, eps, *, form="auto", rcond=None, clip=None, loss=None) -
     """Regularized NGD of Huh (2020) S.I.15: ``updates = -lr (eps + 1)(eps I + G)^{-1} g``."""
     lr = check_lr(lr)
     check_nonneg(eps, "eps", allow_inf=True)
+    check_rcond(rcond)
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
     clip = check_clip(clip)
     parts = [precondition(lambda model, params, batch, loss: regularized_ngd_direction(
         model, params, batch, eps, form=form, rcond=rcond, loss=loss), loss=loss), scale_by_lr(lr)]

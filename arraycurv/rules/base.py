@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .. import backend
+
 __all__ = ["EmptyState", "UpdateRule", "apply_direction", "chain", "is_empty_state", "is_stateless"]
 
 
@@ -115,10 +117,23 @@ def chain(*rules: UpdateRule, name: str | None = None) -> UpdateRule:
 
 
 def apply_direction(params, direction):
-    """One discrete step: ``params + direction`` leaf-wise (new arrays, inputs untouched)."""
+    """One discrete step: ``params + direction`` leaf-wise (new arrays, inputs untouched).
+
+    Raises ``ValueError`` naming ``direction[i]`` for a wrong shape or a NaN/Inf entry."""
+    if not isinstance(direction, (tuple, list)):
+        raise backend.ArgumentTypeError(f"direction: expected a tuple of arrays like params, got "
+                                        f"{type(direction).__name__}")
     if len(params) != len(direction):
         raise ValueError(f"direction: expected a tuple of {len(params)} arrays like params, got {len(direction)}")
     for i, (p, d) in enumerate(zip(params, direction)):
+        if not backend.is_array(d):
+            raise backend.ArgumentTypeError(f"direction[{i}]: expected an array, got {type(d).__name__}")
         if tuple(p.shape) != tuple(d.shape):
             raise ValueError(f"direction[{i}]: expected shape {tuple(p.shape)}, got {tuple(d.shape)}")
+        if d.dtype != p.dtype:
+            raise TypeError(f"direction[{i}]: expected dtype {p.dtype} like params[{i}], got {d.dtype}")
+    pairs = [(f"direction[{i}]", d) for i, d in enumerate(direction)]
+    if pairs:
+        xp = backend.namespace_of_pairs(pairs)
+        backend.check_all_finite(xp, pairs)
     return tuple(p + d for p, d in zip(params, direction))

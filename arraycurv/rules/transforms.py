@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .. import backend
 from ..directions.fractional import clip_direction
 from ..losses import MSE
-from ..validation import check_lr, check_real
+from ..validation import ArgumentTypeError, check_lr, check_real
 from .base import EmptyState, UpdateRule
 
 __all__ = [
@@ -111,6 +111,8 @@ def momentum(beta: float, *, nesterov: bool = False) -> UpdateRule:
     """Heavy-ball momentum (optax ``trace``): ``m <- u + beta m``; returns ``m``
     (Nesterov: ``u + beta m``)."""
     beta = _unit(beta, "beta")
+    if not isinstance(nesterov, bool):
+        raise ArgumentTypeError(f"nesterov: expected True or False, got {nesterov!r}")
 
     def update(updates, state, params, **extra):
         _check_state(state, MomentumState, "a MomentumState")
@@ -163,9 +165,10 @@ class AdamState(NamedTuple):
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> UpdateRule:
     """Adam's rescaling (Kingma & Ba 2015, Algorithm 1): ``m <- b1 m + (1 - b1) g``,
     ``v <- b2 v + (1 - b2) g^2``, returns ``mhat / (sqrt(vhat) + eps)`` with
-    ``mhat = m / (1 - b1^t)``, ``vhat = v / (1 - b2^t)``."""
+    ``mhat = m / (1 - b1^t)``, ``vhat = v / (1 - b2^t)``. ``eps >= 0``; with ``eps = 0``
+    an entry whose gradients were all zero gets the update 0 (the limit), not 0/0."""
     b1, b2 = _unit(b1, "b1"), _unit(b2, "b2")
-    eps = check_real(eps, "eps", lo=0, want="a number >= 0")
+    eps = check_real(eps, "eps", lo=0, want="a finite number >= 0")
 
     def init(params):
         zeros = _zeros(params)
@@ -173,12 +176,17 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Upda
 
     def update(updates, state, params, **extra):
         _check_state(state, AdamState, "an AdamState")
-        xp = backend.namespace_of(gradient=tuple(updates))
+        xp = backend.namespace_of(updates=tuple(updates))
         t = state.count + 1
         mu = tuple(b1 * m + (1.0 - b1) * g for m, g in zip(state.mu, updates))
         nu = tuple(b2 * v + (1.0 - b2) * g * g for v, g in zip(state.nu, updates))
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        return tuple((m / c1) / (xp.sqrt(v / c2) + eps) for m, v in zip(mu, nu)), AdamState(t, mu, nu)
+        if eps > 0:
+            out = tuple((m / c1) / (xp.sqrt(v / c2) + eps) for m, v in zip(mu, nu))
+        else:  # 0/0 -> 0 where no gradient was ever nonzero
+            out = tuple(xp.where(v > 0, (m / c1) / xp.sqrt(xp.where(v > 0, v, 1.0) / c2), 0.0 * m)
+                        for m, v in zip(mu, nu))
+        return out, AdamState(t, mu, nu)
 
     return UpdateRule(init, update, "scale_by_adam")
 
@@ -286,6 +294,8 @@ def partition(transforms: Mapping[Any, UpdateRule], labels) -> UpdateRule:
         One label per parameter tensor, ``labels(params) -> tuple``, or an object with a
         ``labels`` tuple (a parameter partition of :mod:`arraycurv.params`).
     """
+    if not isinstance(transforms, Mapping):
+        raise ArgumentTypeError(f"transforms: expected a mapping label -> UpdateRule, got {type(transforms).__name__}")
     transforms = dict(transforms)
     for key, t in transforms.items():
         if not isinstance(t, UpdateRule):

@@ -169,7 +169,8 @@ def _report(exp, sweep: Sweep, out: str, result, *, progress: bool, plots: bool)
     if metrics:
         table = metric_table(rows, metrics)
     else:
-        names = [k for k in (rows[0] if rows else {}) if k not in ("values", "replicates")]
+        names = [k for k in (rows[0] if rows else {}) if k not in ("values", "replicates")
+                 and not k.startswith("config.")]  # every scalar of the record but its config
         table = format_aggregate(rows, names)
     claims = claim_counts(entries)
     text = f"{exp.name}: {len(entries)} finished cells of {len(keys)} (mean ± sd [95% CI] (n seeds))\n{table}"

@@ -357,7 +357,7 @@ def _store(out: str, entry: dict, failed: list) -> None:
     from ..results import write_npz
 
     arrays = entry.pop("arrays", None)
-    text = json.dumps(entry, indent=1, sort_keys=True)
+    text = json.dumps(entry, indent=1)  # keys in record order (rules in run order in the tables)
     if entry["ok"]:
         if arrays:
             write_npz(cell_path(out, entry["key"], arrays=True), arrays)

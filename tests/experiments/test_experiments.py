@@ -234,7 +234,8 @@ def test_c2_drift_is_step_size_error_except_for_ngd_d():
     """Halving the rate shrinks the c_2 drift of sqrt-NGD at least linearly (it is the
     discretization error of a conserved quantity, Theorem 1; measured: about 4x), but not
     that of NGD-d, which breaks the conservation law."""
-    base = dict(width=6, rank=2, depth=3, steps=3000, num_test=50, tol=1e-7, rules=("sqrt_ngd", "ngd_d"), clip=0.0)
+    base = dict(width=6, rank=2, depth=3, steps=3000, num_test=50, tol=1e-7, rules=("sqrt_ngd", "ngd_d"), clip=0.0,
+                rule_steps=(), step_check=0)
     a = teacher_student.run(teacher_student.TeacherStudentConfig(eta_bar=0.1, **base), None, progress=False)
     b = teacher_student.run(teacher_student.TeacherStudentConfig(eta_bar=0.05, **base), None, progress=False)
     ratio = b["rules"]["sqrt_ngd"]["c2_drift_rel"] / a["rules"]["sqrt_ngd"]["c2_drift_rel"]

@@ -182,3 +182,27 @@ def test_rule_errors():
         NS.scale_by_damping("plateau")
     with pytest.raises(TypeError, match="state: expected the state of newton_summary"):
         NS.per_group_lrs(())
+
+
+def test_rule_runs_on_every_backend(xp):
+    """A few NewtonSummary steps in the caller's namespace and dtype (float32 too)."""
+    from arraycurv.directions.newton_summary import newton_summary_direction
+
+    model = ac.mlp((4, 5, 3), "tanh")
+    for dtype in ("float64", "float32"):
+        params = ac.init_params(model, 0, xp, dtype=dtype)
+        x = ac.backend.normal(1, (24, 4), xp, dtype=dtype)
+        y = ac.backend.integers(2, 0, 3, (24,), xp)
+        loss = ac.SoftmaxCrossEntropy()
+        res = ac.train(model, params, (x, y), NS.newton_summary(0.2, period=2), 4, loss=loss)
+        lrs = NS.per_group_lrs(res.state)
+        assert ac.backend.namespace_of(lrs=lrs) is ac.backend.namespace_of(p=params[0]) and lrs.dtype == params[0].dtype
+        assert float(res.losses[-1]) < float(res.losses[0])
+        _, g = ac.value_and_grad(model, params, (x, y), loss)
+        out = newton_summary_direction(model, params, (x, y), g, P.canonical(model), loss, method="cubic")
+        assert out.solve.found and out.eta.dtype == params[0].dtype
+        expect = P.scale_groups(g, out.eta, P.canonical(model))
+        for a, b in zip(out.step, expect):
+            assert float(xp.max(xp.abs(a - b))) == 0.0
+        newton = newton_summary_direction(model, params, (x, y), g, P.canonical(model), loss, method="newton")
+        assert newton.solve is None and newton.summary.d3 is None

@@ -184,8 +184,9 @@ def test_transform_argument_errors(numpy_xp):
         scale_by_lr(0.0)
     with pytest.raises(ValueError, match=r"max_norm: expected a finite real number > 0"):
         clip_by_norm(-1.0)
-    with pytest.raises(ValueError, match=r"eps: expected a number >= 0"):
-        scale_by_adam(eps=-1.0)
+    for bad_eps in (-1.0, math.nan):
+        with pytest.raises(ValueError, match=r"^eps: expected a finite number >= 0"):
+            scale_by_adam(eps=bad_eps)
     params = tree(numpy_xp, [1.0])
     with pytest.raises(ValueError, match=r"lr\(0\): expected a finite real number > 0"):
         run(scale_by_lr(lambda k: -1.0), [params], params)
