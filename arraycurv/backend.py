@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,10 +30,9 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "blas_threads",
     "check_all_finite",
-    "ArgumentTypeError",
     "check_float",
-    "check_namespace",
     "check_same_device",
     "device_of",
     "float_dtype",
@@ -58,11 +58,13 @@ class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong kind (a string for a number, a list for an array).
 
     A ``TypeError`` that is also a ``ValueError``, so that callers catching either see it
-    (re-exported by :mod:`arraycurv.validation`).
+    (re-exported by :mod:`arraycurv.validation`, its public home).
     """
 
+    __module__ = "arraycurv.validation"
 
-def check_namespace(xp: Any, name: str = "xp"):
+
+def _check_namespace(xp: Any, name: str = "xp"):
     """Return ``xp`` if it is an array namespace (a module with ``asarray`` and ``float64``).
 
     Raises :class:`ArgumentTypeError` naming the argument otherwise, e.g. for the string
@@ -252,6 +254,35 @@ def namespace_of_pairs(pairs):
     return xp
 
 
+#: The array type of the host namespace (NumPy): one device, so no device checks.
+HOST_ARRAY_TYPE = np.ndarray
+
+
+def _all_finite(xp, arrays) -> bool:
+    """True if the sum of all entries of ``arrays`` (one floating dtype) is finite: then
+    every entry is. False for a NaN/Inf entry, and also when the sum overflows (the
+    caller then checks array by array, :func:`check_all_finite`). One fused reduction."""
+    if not arrays:
+        return True
+    with np.errstate(all="ignore"):  # NaN/Inf in the sum is the answer, not a warning
+        if all(type(a) is np.ndarray for a in arrays):
+            flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
+            return math.isfinite(np.add.reduce(flat, None))
+        flats = [xp.reshape(a, (-1,)) for a in arrays]
+        flat = xp.concat(flats) if len(flats) > 1 else flats[0]
+        return math.isfinite(float(xp.sum(flat)))
+
+
+_IGNORE = {"all": "ignore"}
+
+
+def _host_all_finite(arrays) -> bool:
+    """:func:`_all_finite` for NumPy arrays only (the caller knows their type)."""
+    with np.errstate(**_IGNORE):
+        flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
+        return math.isfinite(np.add.reduce(flat, None))
+
+
 def check_all_finite(xp, pairs) -> None:
     """Raise ``ValueError`` naming the first of the ``(name, array)`` pairs that holds NaN
     or Inf. All arrays share one floating dtype (checked before).
@@ -260,19 +291,8 @@ def check_all_finite(xp, pairs) -> None:
     only if every entry is (an overflow of the sum falls back to the exact per-array
     check). NumPy arrays take a direct NumPy path (this module is the one that may).
     """
-    if not pairs:
+    if not pairs or _all_finite(xp, [a for _, a in pairs]):
         return
-    arrays = [a for _, a in pairs]
-    with np.errstate(all="ignore"):  # NaN/Inf in the sum is the answer, not a warning
-        if type(arrays[0]) is np.ndarray and all(type(a) is np.ndarray for a in arrays):
-            flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
-            if math.isfinite(np.add.reduce(flat, None)):
-                return
-        else:
-            flats = [xp.reshape(a, (-1,)) for a in arrays]
-            flat = xp.concat(flats) if len(flats) > 1 else flats[0]
-            if math.isfinite(float(xp.sum(flat))):
-                return
     for name, a in pairs:
         if not bool(xp.all(xp.isfinite(a))):
             n_bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
@@ -303,7 +323,7 @@ def float_dtype(xp, dtype: Any = None):
 
     Accepts ``None``, a dtype of ``xp``, or the strings ``'float64'`` / ``'float32'``.
     """
-    check_namespace(xp)
+    _check_namespace(xp)
     if dtype is None:
         return xp.float64
     if isinstance(dtype, str):
@@ -358,7 +378,7 @@ def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):
     ``dtype`` defaults to float64 for floating input (the library's policy); integer input
     keeps an integer dtype.
     """
-    check_namespace(xp)
+    _check_namespace(xp)
     a = np.asarray(a)
     if a.dtype.kind == "f" or dtype is not None:
         dt = float_dtype(xp, dtype) if (dtype is None or isinstance(dtype, str)) else dtype
@@ -417,7 +437,7 @@ def rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 def normal(seed, shape, xp=np, *, dtype: Any = None, device: Any = None, scale: float = 1.0):
     """Standard normal draws times ``scale`` in namespace ``xp`` (same values everywhere)."""
-    check_namespace(xp)
+    _check_namespace(xp)
     shape = _check_shape_arg(shape)
     scale = _check_finite_scalar(scale, "scale")
     g = rng(seed)
@@ -426,7 +446,7 @@ def normal(seed, shape, xp=np, *, dtype: Any = None, device: Any = None, scale: 
 
 def uniform(seed, shape, xp=np, *, low=0.0, high=1.0, dtype: Any = None, device: Any = None):
     """Uniform draws on [low, high) in namespace ``xp`` (same values everywhere)."""
-    check_namespace(xp)
+    _check_namespace(xp)
     shape = _check_shape_arg(shape)
     low, high = _check_finite_scalar(low, "low"), _check_finite_scalar(high, "high")
     if not high >= low:
@@ -437,7 +457,7 @@ def uniform(seed, shape, xp=np, *, low=0.0, high=1.0, dtype: Any = None, device:
 
 def integers(seed, low: int, high: int, shape, xp=np, *, device: Any = None):
     """Integer draws on [low, high) as an int64 array of ``xp``."""
-    check_namespace(xp)
+    _check_namespace(xp)
     shape = _check_shape_arg(shape)
     if isinstance(low, bool) or not isinstance(low, (int, np.integer)):
         raise ArgumentTypeError(f"low: expected an integer, got {low!r}")
@@ -454,7 +474,7 @@ def orthogonal(seed, shape, xp=np, *, gain: float = 1.0, dtype: Any = None, devi
     For shape (m, n) the result has orthonormal rows if m <= n, orthonormal columns
     otherwise (QR of a Gaussian matrix with the sign convention of Mezzadri 2007).
     """
-    check_namespace(xp)
+    _check_namespace(xp)
     m, n = _check_shape_arg(shape, ndim=2)
     gain = _check_finite_scalar(gain, "gain")
     g = rng(seed)
@@ -464,3 +484,81 @@ def orthogonal(seed, shape, xp=np, *, gain: float = 1.0, dtype: Any = None, devi
     if m < n:
         q = q.T
     return from_numpy(gain * q, xp, dtype=dtype, device=device)
+
+
+# ------------------------------------------------------------------ BLAS threads
+#: Environment variable holding the default number of BLAS threads of :func:`blas_threads`.
+BLAS_THREADS_ENV = "ARRAYCURV_BLAS_THREADS"
+
+
+class _BlasThreads:
+    """Context manager behind :func:`blas_threads` (restores the previous limits on exit)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._limits = self._torch = None
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+            threadpool_limits = None
+        if threadpool_limits is not None:
+            self._limits = threadpool_limits(limits=self.n, user_api="blas")
+        import sys
+
+        torch = sys.modules.get("torch")  # only when the caller uses PyTorch already
+        if torch is not None and hasattr(torch, "get_num_threads"):
+            self._torch = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+        return self.n
+
+    def __exit__(self, *exc):
+        if self._torch is not None:
+            import sys
+
+            sys.modules["torch"].set_num_threads(self._torch)
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        return False
+
+
+def blas_threads(n: int | None = None) -> _BlasThreads:
+    """Context manager limiting the host BLAS (OpenBLAS, MKL, BLIS) and PyTorch's intra-op
+    pool to ``n`` threads while the block runs (the library's thread policy, docs/backend.md).
+
+    The networks of this library are small: their matrices are a few hundred wide, where a
+    second BLAS thread gains at most 1.5x on an idle machine and loses up to 10x when another
+    process competes for the cores (OpenBLAS threads spin-wait). So the long-running entry
+    points (the experiments, the command line, the sweeps) run with one thread unless told
+    otherwise, and a user who calls the verbs in a loop can do the same::
+
+        with arraycurv.backend.blas_threads(1):
+            for step in range(n_steps):
+                value, grad = ac.value_and_grad(model, params, batch)
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads, >= 1. ``None`` (the default) reads the environment variable
+        ``ARRAYCURV_BLAS_THREADS`` and falls back to 1.
+
+    Notes
+    -----
+    The BLAS limit uses threadpoolctl (a dependency of scikit-learn; without it only
+    PyTorch is limited). Entering costs about 0.1-1 ms (threadpoolctl inspects the loaded
+    libraries), so wrap a loop, not each call. PyTorch is limited only when it is already
+    imported; CuPy and other device backends are unaffected.
+    """
+    if n is None:
+        raw = os.environ.get(BLAS_THREADS_ENV, "1")
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"{BLAS_THREADS_ENV}: expected a positive integer, got {raw!r}") from None
+        name = BLAS_THREADS_ENV
+    else:
+        name = "n"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+    return _BlasThreads(n)

@@ -34,11 +34,8 @@ Prints a table and writes benchmarks/results/bernacchia.json (atomically).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -155,16 +152,8 @@ def main(argv=None):
         "config": vars(args),
         "step": step,
         "inverses": inverses,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpu_count": os.cpu_count(),
-                    "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                               "MKL_NUM_THREADS")},
-                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    results.write_json(args.out, result)
-    print("wrote", args.out)
-    return result
+    return timing.write_result(args.out, result)
 
 
 if __name__ == "__main__":

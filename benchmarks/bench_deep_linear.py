@@ -16,11 +16,8 @@ Prints a table and writes benchmarks/results/deep_linear.json (atomically).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -28,7 +25,6 @@ import timing  # noqa: E402
 from timing import best_of  # noqa: E402  (benchmarks/timing.py)
 
 import arraycurv as ac  # noqa: E402
-from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "deep_linear.json"
 
@@ -99,14 +95,8 @@ def main(argv=None):
         "seconds": t,
         "ratios": ratios,
         "aims": {**aims, "ggn_matrix_seconds": 0.5},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpu_count": os.cpu_count()},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    out = pathlib.Path(args.out)
-    results.write_json(out, result)
-    print("wrote", out)
-    return result
+    return timing.write_result(pathlib.Path(args.out), result, threads_key=None, load_average=False)
 
 
 if __name__ == "__main__":

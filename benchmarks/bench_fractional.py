@@ -31,18 +31,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import pathlib
-import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import timing  # noqa: E402  (benchmarks/timing.py)
 
 import arraycurv as ac  # noqa: E402
-from arraycurv import results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "fractional.json"
 FORMS = ("map", "dual", "full")
@@ -144,16 +140,8 @@ def main(argv=None):
         "rows": rows,
         "speedup_map_over_full": speedup,
         "max_relative_difference_to_map": agreement,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpu_count": os.cpu_count(),
-                    "threads": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                               "MKL_NUM_THREADS")},
-                    "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    results.write_json(args.out, result)
-    print("wrote", args.out)
-    return result
+    return timing.write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -30,40 +30,19 @@ the products are timed round-robin so that bursts of load hit all of them alike.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import timing  # noqa: E402
-from timing import best_of  # noqa: E402  (benchmarks/timing.py)
+from timing import best_of, best_of_interleaved  # noqa: E402  (benchmarks/timing.py)
 
 import arraycurv as ac  # noqa: E402
-from arraycurv import results  # noqa: E402
 from arraycurv.models import sequential as networks  # noqa: E402
 from arraycurv.models.layers import Conv2d, layer_forward  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "mlp.json"
-
-
-def best_of_interleaved(fns, repeats, sync):
-    """Best wall time (s) of each of ``fns`` (a dict of callables), timed round-robin.
-
-    Each round calls every function once, so a burst of load from other processes hits
-    all of them alike and the ratios between them stay meaningful on a shared machine.
-    """
-    for fn in fns.values():
-        sync(fn())
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            sync(fn())
-            best[key] = min(best[key], time.perf_counter() - t0)
-    return best
 
 
 def bench_mlp_products(xp, dtype, repeats, sync):
@@ -214,16 +193,8 @@ def main(argv=None):
               f"{r['same_shape_matmul_gflops']:>15.2f}{r['square_2048_matmul_gflops']:>11.2f}"
               f"{r['conv_vs_same_shape_matmul']:>9.2f}")
 
-    result["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                         "cpu_count": os.cpu_count(),
-                         "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                                              "MKL_NUM_THREADS")},
-                         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    result["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     result["config"]["out"] = str(args.out)
-    results.write_json(args.out, result)
-    print("wrote", args.out)
-    return result
+    return timing.write_result(args.out, result, threads_key="blas_threads_env")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ import math
 import pathlib
 import platform
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import timing  # noqa: E402  (benchmarks/timing.py)
+from timing import best_of_interleaved  # noqa: E402
 
 import arraycurv as ac  # noqa: E402
 from arraycurv import results  # noqa: E402
@@ -40,19 +40,6 @@ from arraycurv.params import partition as P  # noqa: E402
 from arraycurv.testing import default_form  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "summary.json"
-
-
-def best_of_interleaved(fns, repeats, sync):
-    """Best wall time of each callable of ``fns``, timed round-robin (load bursts hit all alike)."""
-    for fn in fns.values():
-        sync(fn())
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            sync(fn())
-            best[key] = min(best[key], time.perf_counter() - t0)
-    return best
 
 
 def _case(xp, sizes, b, dtype):

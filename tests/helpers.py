@@ -8,41 +8,11 @@ so that ``from tests.helpers import ...`` keeps working.
 from __future__ import annotations
 
 from arraycurv import testing
-from arraycurv.testing import (
-    FD_RTOL,
-    RTOL,
-    assert_close,
-    assert_like,
-    assert_tree_close,
-    cnn_models,
-    deep_linear_cases,
-    default_form,
-    dtype_name,
-    fd_step,
-    materialize,
-    mlp_models,
-    widths,
-)
+from arraycurv.testing import *  # noqa: F403  (re-exports arraycurv.testing.__all__, listed there once)
 
 dtypes = testing.dtypes()
 seeds = testing.seeds()
 batch_sizes = testing.batch_sizes()
 
-__all__ = [
-    "FD_RTOL",
-    "RTOL",
-    "assert_close",
-    "assert_like",
-    "assert_tree_close",
-    "batch_sizes",
-    "cnn_models",
-    "deep_linear_cases",
-    "default_form",
-    "dtype_name",
-    "dtypes",
-    "fd_step",
-    "materialize",
-    "mlp_models",
-    "seeds",
-    "widths",
-]
+#: The same names as :data:`arraycurv.testing.__all__` (three of them as strategy objects here).
+__all__ = list(testing.__all__)

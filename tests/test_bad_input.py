@@ -22,6 +22,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import arraycurv as ac
 from arraycurv import backend
@@ -132,7 +134,7 @@ def _model_cases():
             vn = rename.get("v", "v")
             base = dict(p=params, x=x, y=y, v=v, c=c)
 
-            def add(cat, arg, model=model, loss=loss, call=call, base=base, kind=kind, **over):
+            def add(cat, arg, model=model, loss=loss, call=call, base=base, kind=kind, verb=verb, label=label, **over):
                 kw = {**base, **over}
                 a = kw["x"] if kind.startswith("x") else (kw["x"], kw["y"])
                 if "batch" in over:
@@ -392,7 +394,7 @@ def _rule_cases():
     bad("qngd-damping", "damping", lambda: ru.qngd(0.1, 2.0, damping=-1.0))
     bad("qngd-clip", "clip", lambda: ru.qngd(0.1, 2.0, clip=0.0))
     bad("qngd-rcond", "rcond", lambda: ru.qngd(0.1, 2.0, rcond=NAN))
-    bad("qngd-form", "form", lambda: ru.qngd(0.1, 2.0, form="bogus"))
+    bad("rule-qngd-form", "form", lambda: ru.qngd(0.1, 2.0, form="bogus"))
     bad("qngd-blockdiag-q", "q", lambda: ru.qngd_blockdiag(0.1, NAN))
     bad("regularized-ngd-eps", "eps", lambda: ru.regularized_ngd(0.1, -1.0))
     bad("regularized-ngd-lr", "lr", lambda: ru.regularized_ngd(NAN, 0.1))
@@ -432,7 +434,7 @@ def _dynamics_cases():
     bad("train-x-nan", "batch x", lambda: dyn.train(model, params, (_with(batch[0], NAN), batch[1]), rule, 2))
     bad("train-empty", "batch x", lambda: dyn.train(model, params, (batch[0][:0], batch[1][:0]), rule, 2))
     bad("train-params-list", r"params(\[0\])?", lambda: dyn.train(model, [p.tolist() for p in params], batch, rule, 2))
-    bad("train-eval-batches", r"eval_batches", lambda: dyn.train(model, params, batch, rule, 2,
+    bad("train-eval-batches", r"eval_batches\['test'\] x", lambda: dyn.train(model, params, batch, rule, 2,
                                                                  eval_batches={"test": (_randn(1, 5, 4), batch[1])}))
     bad("integrate-t-span-nan", "t_span", lambda: dyn.integrate_rule(model, params, batch, rule, (0.0, NAN)))
     bad("integrate-t-span-len", "t_span", lambda: dyn.integrate_rule(model, params, batch, rule, (0.0,)))
@@ -581,6 +583,50 @@ for _gen in (_deep_linear_cases, _direction_cases, _linalg_cases, _params_cases,
     _gen()
 
 
+# ----------------------------------------------------------------------------- known gaps
+#: Malformed calls that still get no clear error, with the reason; each is a strict xfail,
+#: so closing a gap shows up as an unexpected pass to remove here.
+KNOWN_GAPS = {
+    "loss-hvp-MSE-v-nan": "loss_hessian_vp is on the hot path of every ggn_vp: NaN in v propagates (NaN in, NaN out)",
+    "loss-hvp-SoftmaxCrossEntropy-v-nan": "as loss-hvp-MSE-v-nan",
+}
+
+
+# ----------------------------------------------------------------------------- valid, extreme
+def _eye(n, scale=1.0):
+    return scale * np.eye(n)
+
+
+def _rank_deficient_gram():
+    j = _randn(0, 3, 6)
+    return j.T @ j  # rank 3: rounding-level negative eigenvalues
+
+
+def _adam_zero_gradient():
+    params = (np.zeros(3),)
+    rule = ru.adam(0.1, eps=0.0)
+    state = rule.init(params)
+    out, state = rule.update((np.zeros(3),), state, params)
+    out, _ = rule.update((np.asarray([1.0, 0.0, 0.0]),), state, params)
+    return out
+
+
+FINITE = {  # id -> (thunk, check of the result)
+    "clip-direction-1e200": (lambda: dr.clip_direction((np.full(3, 1e200),), 1.0),
+                             lambda r: abs(float(pr.tree_norm(r)) - 1.0) < 1e-12),
+    "tree-norm-2e200": (lambda: pr.tree_norm((np.asarray([2e200]),)), lambda r: float(r) == 2e200),
+    "kron-psd-power-1e200": (lambda: la.kron_psd_power_apply(_eye(2, 1e200), _eye(3, 1e200), np.ones((2, 3)), 0.5),
+                             lambda r: np.allclose(r, 1e200)),
+    "kron-psd-power-1e-200": (lambda: la.kron_psd_power_apply(_eye(2, 1e-200), _eye(3, 1e-200), np.ones((2, 3)),
+                                                              -0.5), lambda r: np.allclose(r, 1e200)),
+    "psd-power-rounding-negatives": (lambda: la.psd_power(_rank_deficient_gram(), -0.5), lambda r: True),
+    "psd-power-clip-negative": (lambda: la.psd_power(-_eye(3), 0.5, clip_negative=True), lambda r: not r.any()),
+    "adam-eps-zero-zero-gradient": (_adam_zero_gradient, lambda r: float(r[0][1]) == 0.0),
+    "ce-confident-logits": (lambda: ls.loss_value(CE, np.asarray([[1e3, 0.0]]), np.asarray([0])),
+                            lambda r: float(r) == 0.0),
+}
+
+
 # ----------------------------------------------------------------------------- the checks
 def classify(arg: str, fn) -> tuple[str, str]:
     """("clear" | "unclear" | "no error", detail) for one malformed call."""
@@ -596,16 +642,48 @@ def classify(arg: str, fn) -> tuple[str, str]:
     return "no error", f"returned {type(out).__name__}"
 
 
-@pytest.mark.parametrize("arg, fn", [pytest.param(a, f, id=i) for i, a, f in CASES])
+def _param(cid, arg, fn):
+    if cid in KNOWN_GAPS:
+        return pytest.param(arg, fn, id=cid, marks=pytest.mark.xfail(reason=KNOWN_GAPS[cid], strict=True))
+    return pytest.param(arg, fn, id=cid)
+
+
+@pytest.mark.parametrize("arg, fn", [_param(*c) for c in CASES])
 def test_malformed_call_gets_a_clear_error(arg, fn):
     kind, detail = classify(arg, fn)
     assert kind == "clear", f"expected an error starting with {arg!r}: expected ...; {kind}: {detail}"
 
 
+@pytest.mark.parametrize("cid", sorted(FINITE))
+def test_extreme_but_valid_calls_return_finite_values(cid):
+    fn, check = FINITE[cid]
+    out = fn()
+    leaves = out if isinstance(out, tuple) else (out,)
+    assert all(np.all(np.isfinite(backend.to_numpy(leaf))) for leaf in leaves), out
+    assert check(out), out
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 6), rank=st.integers(1, 6), seed=st.integers(0, 2**16), scale=st.floats(1e-3, 1e3))
+def test_psd_tolerance_accepts_rounding_and_rejects_indefinite(n, rank, seed, scale):
+    """Gram matrices J^T J (rank <= n, negative eigenvalues from rounding only) pass
+    psd_power; shifting one eigenvalue well beyond the tolerance raises, naming ``a``."""
+    j = scale * _randn(seed, min(rank, n), n)
+    g = j.T @ j
+    assert np.all(np.isfinite(la.psd_power(g, -0.5)))
+    w, u = np.linalg.eigh(g)
+    w[0] = -1e-6 * max(abs(w).max(), 1e-300) - 1e-12 * scale**2
+    bad_g = (u * w) @ u.T
+    bad_g = 0.5 * (bad_g + bad_g.T)
+    with pytest.raises(ValueError, match=r"^a: expected a positive semi-definite matrix"):
+        la.psd_power(bad_g, -0.5)
+    assert np.all(np.isfinite(la.psd_power(bad_g, -0.5, clip_negative=True)))
+
+
 def test_the_harness_is_large_and_ids_are_unique():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:5]
-    assert len(ids) >= 300
+    assert len(ids) >= 300 and set(KNOWN_GAPS) <= set(ids)
 
 
 if __name__ == "__main__":  # the share of clear errors, and what is left

@@ -35,8 +35,8 @@ TOP_LEVEL = [
 #: ``arraycurv.<subpackage>.__all__``
 SUBPACKAGES = {
     "backend": [
-        "BACKENDS", "check_all_finite", "check_float", "check_same_device", "device_of", "float_dtype",
-        "from_numpy", "host_namespace", "host_scalar", "integers", "is_array", "namespace_by_name",
+        "BACKENDS", "blas_threads", "check_all_finite", "check_float", "check_same_device", "device_of",
+        "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers", "is_array", "namespace_by_name",
         "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal", "rng", "to_device",
         "to_numpy", "uniform",
     ],

@@ -179,10 +179,43 @@ def test_check_call_returns_the_namespace_and_checks_dtypes(xp):
         check_call("net", params)
 
 
+def test_cached_structure_still_checks_values(xp):
+    """A call with the shapes of an earlier valid call skips the structural checks (the
+    cache of check_call) but never the ones that depend on the values: NaN/Inf anywhere
+    and the range of class labels still raise, naming the argument."""
+    for model, params, x, y, loss in _cases(xp):
+        v = ac.init_params(model, 3, xp)
+        call = _calls(model, params, x, y, loss, v)
+        for verb in ("ggn_vp", "value_and_grad", "jvp"):
+            call[verb]()  # warm the cache with a valid call
+            call[verb]()
+            xn = _x_name(verb)
+            with pytest.raises(ValueError, match=rf"^{xn}: expected finite values"):
+                call[verb](x=x * float("nan"))
+            with pytest.raises(ValueError, match=r"^params\[1\]: expected finite values"):
+                call[verb](params=(params[0], params[1] + float("inf")) + tuple(params[2:]))
+            if verb != "value_and_grad":
+                with pytest.raises(ValueError, match=r"^(v|tangent)\[0\]: expected finite values"):
+                    call[verb](v=(v[0] * float("nan"),) + tuple(v[1:]))
+            if verb != "jvp" and loss is CE:
+                with pytest.raises(ValueError, match=r"^batch y: expected labels in \[0, 2\)"):
+                    call[verb](y=y + 2)
+            if verb != "jvp" and loss is MSE:
+                with pytest.raises(ValueError, match=r"^batch y: expected finite values"):
+                    call[verb](y=y * float("inf"))
+        # a finite call whose entries sum to an overflow still passes (per-array fallback)
+        big = (params[0] * 0 + 1e308,) + tuple(params[1:])
+        for _ in range(2):
+            assert check_call(model, big, x=x) is check_call(model, params, x=x)
+
+
 # ----------------------------------------------------------------------------- validate once
 @pytest.fixture
 def count_check_call(monkeypatch):
     """Replace check_call in every arraycurv module that holds it; returns the call log."""
+    import arraycurv.directions  # noqa: F401  (import lazily loaded modules before patching:
+    import arraycurv.dynamics  # noqa: F401   a module imported under the patch would keep it)
+
     calls = []
     original = validation.check_call
 

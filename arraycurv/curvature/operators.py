@@ -159,10 +159,8 @@ def fisher_operator(model, params, batch, loss=MSE(), *, variant: str = "exact",
     model, params, batch, loss
         As in :func:`ggn_operator`.
     variant : {'exact', 'mc', 'empirical'}
-    num_samples : int
-        Draws per input for ``'mc'``.
-    seed : int or numpy Generator
-        Seed of the draws for ``'mc'``.
+    num_samples, seed : int, and int or numpy Generator
+        Draws per input for ``'mc'`` and their seed.
 
     Returns
     -------

@@ -67,6 +67,8 @@ def kfac_qngd_direction(model, params, batch, q, *, loss=MSE(), damping=0.0, rco
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
     _check_fisher(fisher)
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize: expected True or False, got {normalize!r}")
     as_sequential(model)  # K-FAC needs the layer-wise form: name an unsupported model first
     xp = check_call(model, params, batch=batch, loss=loss)
     _, grad = value_and_grad(model, params, tuple(batch), loss)

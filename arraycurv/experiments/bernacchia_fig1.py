@@ -43,22 +43,8 @@ from ..models.sequential import mlp
 from ..rules.alias import sgd
 from ..rules.bernacchia import bernacchia_ngd
 from ..rules.damping import levenberg_marquardt
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    float_list,
-    name_list,
-    nonneg_float,
-    positive_float,
-    positive_int,
-    register_experiment,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, float_list, positive_float, positive_int
 
 __all__ = ["AUTOENCODER_WIDTHS", "EXPERIMENT", "Fig1Config", "format_summary", "report", "run", "run_one",
            "run_panel"]
@@ -75,7 +61,7 @@ _TRAIN_EVAL = 2000
 
 
 @dataclass(frozen=True)
-class Fig1Config(ExperimentConfig):
+class Fig1Config(reg.ExperimentConfig):
     """Settings of the Fig. 1 reproduction (validated when built, :class:`UsageError`).
 
     Attributes
@@ -104,7 +90,8 @@ class Fig1Config(ExperimentConfig):
         About this many recorded points per curve.
     """
 
-    panels: tuple = config_field(_PANELS, "comma-separated panels among A, B, C, D", parse=name_list, metavar="LIST")
+    panels: tuple = config_field(_PANELS, "comma-separated panels among A, B, C, D", parse=reg.name_list,
+                                 metavar="LIST")
     num_seeds: int = config_field(1, "seeds seed, seed+1, ... inside one record, the first seed's SGD pick "
                                   "reused (the common --seeds runs independent records, each with its own "
                                   "grid search)", parse=positive_int)
@@ -123,7 +110,7 @@ class Fig1Config(ExperimentConfig):
     alpha: float = config_field(1.0, "NGD rate alpha (paper: 1)", parse=positive_float)
     damping: float = config_field(1e-3, "initial damping lambda of eq (21)", parse=positive_float)
     min_damping: float = config_field(1e-8, "lower bound of lambda (not in the paper; 0 lets minibatch noise "
-                                      "through once lambda has decayed)", parse=nonneg_float)
+                                      "through once lambda has decayed)", parse=reg.nonneg_float)
     num_samples: int = config_field(1, "model samples K per input for the error covariance (paper: 1)",
                                     parse=positive_int)
     num_train: int = config_field(10_000, "training examples of A-C (paper: 10^4)", parse=positive_int)
@@ -266,10 +253,10 @@ def run_one(config: Fig1Config, *, xp=None, progress: bool = False, checkpoint=N
         ``experiment``, ``paper``, ``backend``, ``config``, ``runs`` (per ``"<panel>/<seed>"``)
         and ``timing``.
     """
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     _, _, num_seeds = _budget(config)
     record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
-              "config": config_dict(config), "runs": {}, "timing": {}}
+              "config": reg.config_dict(config), "runs": {}, "timing": {}}
     for panel in config.panels:
         best = None
         for seed in range(config.seed, config.seed + num_seeds):
@@ -373,7 +360,7 @@ def _strip(curve):
 
 
 def _report_one(record, out_dir, *, progress, plots):
-    from ..results import write_json, write_npz
+    from ..results import write_npz
 
     runs = {k: {**r, "sgd": _strip(r["sgd"]), "ngd": _strip(r["ngd"])} for k, r in record["runs"].items()}
     summary = {k: v for k, v in record.items() if k != "runs"}
@@ -384,7 +371,7 @@ def _report_one(record, out_dir, *, progress, plots):
         ratios.setdefault(r["panel"], []).append(r["excess_ratio"])
     summary["min_excess_ratio"] = {p: min(v) for p, v in ratios.items()}
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         arrays = {f"{key}/{name}/{k}": v for key, r in record["runs"].items() for name in ("sgd", "ngd")
                   for k, v in r[name].items() if hasattr(v, "shape")}
         write_npz(os.path.join(out_dir, "curves.npz"), arrays)
@@ -392,24 +379,16 @@ def _report_one(record, out_dir, *, progress, plots):
         if plots:
             _plot(record, os.path.join(out_dir, "fig1.png"))
             files.insert(0, "fig1.png")
-        summary["files"] = files
-        write_json(os.path.join(out_dir, "summary.json"), summary)
-    if progress:
-        print(format_summary(summary))
-        if out_dir is not None:
-            print(f"wrote {', '.join(summary['files'])} to {out_dir}")
-    return summary
-
-
-def run(config: Fig1Config | None = None, out_dir: str | os.PathLike | None = "results/bernacchia", *, xp=None,
-        progress: bool = True, plots: bool = True) -> dict:
-    """Run the Fig. 1 reproduction (:func:`run_one` then :func:`report`); returns the summary."""
-    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
+        reg.write_summary(summary, out_dir, files)
+    return reg.show_report(summary, out_dir, format_summary, progress=progress)
 
 
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=Fig1Config, run_one=run_one, report=report,
     help="Bernacchia et al. 2018 Fig. 1: SGD vs exact natural gradient (deep linear A-C, digits autoencoder D)",
     paper=PAPER, default_seeds=3,
     metrics=("runs.*.excess_ratio", "runs.*.excess_ngd", "runs.*.excess_sgd", "runs.*.best_sgd_lr")))
+
+run = reg.make_run(EXPERIMENT, "results/bernacchia",
+                   """Run the Fig. 1 reproduction (:func:`run_one` then :func:`report`); returns the summary.""")

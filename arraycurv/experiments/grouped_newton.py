@@ -33,23 +33,8 @@ from ..models.sequential import lenet5, mlp
 from ..params.partition import canonical
 from ..rules.alias import adam, sgd
 from ..rules.newton_summary import newton_summary, per_group_lrs, summary_info
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    float_list,
-    name_list,
-    nonneg_float,
-    positive_float,
-    positive_int,
-    register_experiment,
-    report_each,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, float_list, name_list, positive_int
 
 __all__ = ["EXPERIMENT", "MODELS", "RULES", "Config", "build_model", "report", "run", "run_one"]
 
@@ -70,7 +55,7 @@ def build_model(name: str):
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
+class Config(reg.ExperimentConfig):
     """Settings of the grouped-newton experiment (validated when built, :class:`UsageError`)."""
 
     models: tuple = config_field(MODELS, "models to train", parse=name_list, metavar="M[,M...]")
@@ -79,8 +64,8 @@ class Config(ExperimentConfig):
     epochs: int = config_field(8, "training epochs", parse=positive_int)
     batch_size: int = config_field(64, "training minibatch size", parse=positive_int)
     h_batch_size: int = config_field(256, "minibatch size of the summary tensors (H-batch)", parse=positive_int)
-    damping: float = config_field(0.1, "initial lambda_d of NewtonSummary (GN-18)", parse=positive_float)
-    damping_int: float = config_field(1.0, "lambda_int of the cubic regularization (GN-13)", parse=nonneg_float)
+    damping: float = config_field(0.1, "initial lambda_d of NewtonSummary (GN-18)", parse=reg.positive_float)
+    damping_int: float = config_field(1.0, "lambda_int of the cubic regularization (GN-13)", parse=reg.nonneg_float)
     period: int = config_field(10, "T: steps between recomputations of the rates", parse=positive_int)
     sgd_lrs: tuple = config_field((0.03, 0.1, 0.3), "learning-rate grid of SGD", parse=float_list)
     adam_lrs: tuple = config_field((0.001, 0.003, 0.01), "learning-rate grid of Adam", parse=float_list)
@@ -212,10 +197,10 @@ def run_one(config: Config, *, xp=None, progress: bool = False, checkpoint=None)
     ``"<model>/<rule>@<lr>#<seed>"`` the loss curves, the final test accuracy, the wall
     time and (NewtonSummary) the trace of rates, regularizer and Hbar.
     """
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     data = _Digits(config.seed, xp, config.dtype)
     record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
-              "config": config_dict(config), "runs": {}}
+              "config": reg.config_dict(config), "runs": {}}
     seeds = [config.seed + i for i in range(config.num_seeds)]
     jobs = [(m, r, lr, s) for m in config.models for r, lr in _grid(config) for s in seeds]
     for i, (m, r, lr, s) in enumerate(jobs):
@@ -307,12 +292,17 @@ def _ns_first(record, m):
     return None
 
 
+def _ns_runs(record):
+    """``(model, first NewtonSummary run with a trace)`` for the models that have one."""
+    runs = [(m, _ns_first(record, m)) for m in MODELS]
+    return [(m, h) for m, h in runs if h is not None]
+
+
 def _plot_hbar(record, path):
     from .plotting import new_figure, save_figure
 
     np = backend.host_namespace()
-    runs = [(m, _ns_first(record, m)) for m in MODELS]
-    runs = [(m, h) for m, h in runs if h is not None]
+    runs = _ns_runs(record)
     if not runs:
         return None
     k = max(len(h["trace"]["hbar"]) for _, h in runs)
@@ -337,8 +327,7 @@ def _plot_lrs(record, path):
     from .plotting import new_figure, save_figure
 
     np = backend.host_namespace()
-    runs = [(m, _ns_first(record, m)) for m in MODELS]
-    runs = [(m, h) for m, h in runs if h is not None]
+    runs = _ns_runs(record)
     if not runs:
         return None
     fig = new_figure((5.0 * len(runs), 6.6))
@@ -368,11 +357,11 @@ def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool 
     """Write ``losses.png``, ``hbar.png``, ``lrs.png``, ``summary.json`` and ``table.txt`` for
     the records of :func:`run_one` (nothing for ``out_dir=None``); with ``progress`` print the
     table of the tuned runs. Returns the summary."""
-    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+    return reg.report_each(_report_one, records, out_dir, progress=progress, plots=plots)
 
 
 def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import format_table, write_json, write_text
+    from ..results import format_table, write_text
 
     best, grid = _tuned(record)
     rows = _table(record, best)
@@ -386,7 +375,7 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
     cases = [c for h in ns for c in h["trace"]["case"]]
     summary["cubic_cases"] = {c: cases.count(c) for c in sorted({str(c) for c in cases})}
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         write_text(os.path.join(out_dir, "table.txt"), table + "\n")
         files = ["summary.json", "table.txt"]
         if plots:
@@ -395,20 +384,13 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
             for name, fn in (("hbar.png", _plot_hbar), ("lrs.png", _plot_lrs)):
                 if fn(record, os.path.join(out_dir, name)) is not None:
                     files.insert(1, name)
-        summary["files"] = files
-        write_json(os.path.join(out_dir, "summary.json"), summary)
-    if progress:
-        print(table)
-    return summary
-
-
-def run(config: Config | None = None, out_dir: str | os.PathLike | None = "results/grouped-newton", *, xp=None,
-        progress: bool = True, plots: bool = True) -> dict:
-    """:func:`run_one` then :func:`report`."""
-    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
+        reg.write_summary(summary, out_dir, files)
+    return reg.show_report(summary, out_dir, table, progress=progress, wrote=False)
 
 
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=Config, run_one=run_one, report=report,
     help="Wolinski 2023: NewtonSummary vs SGD and Adam on digits (MLP, LeNet-style CNN)", paper=PAPER))
+
+run = reg.make_run(EXPERIMENT, "results/grouped-newton", """:func:`run_one` then :func:`report`.""")

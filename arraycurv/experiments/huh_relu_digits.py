@@ -39,24 +39,8 @@ from ..models.base import forward, init_params
 from ..models.sequential import mlp
 from ..rules import UpdateRule, chain, precondition, scale_by_lr
 from ..rules import registry as rule_registry
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    float_list,
-    int_list,
-    name_list,
-    positive_float,
-    positive_int,
-    register_experiment,
-    report_each,
-    rule_rate,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, positive_int
 
 __all__ = [
     "EXPERIMENT",
@@ -82,7 +66,7 @@ RULES = ("sgd", "ngd_d", "sqrt_ngd_d")
 
 
 @dataclass(frozen=True)
-class DigitsConfig(ExperimentConfig):
+class DigitsConfig(reg.ExperimentConfig):
     """Settings of the ReLU-digits experiment (Huh S.I.3, scaled to digits); validated
     when built (:class:`UsageError`).
 
@@ -106,20 +90,20 @@ class DigitsConfig(ExperimentConfig):
         Seed of the split, the initial weights and the minibatch order.
     """
 
-    rules: tuple = config_field(RULES, "comma-separated rules among sgd, ngd_d, sqrt_ngd_d", parse=name_list,
+    rules: tuple = config_field(RULES, "comma-separated rules among sgd, ngd_d, sqrt_ngd_d", parse=reg.name_list,
                                 metavar="LIST")
     gains: tuple = config_field((1.0, 1e-2, 1e-4, 1e-6),
                                 "gains of the orthogonal initial weights (Huh S.I.3: 1 down to 1e-6)",
-                                parse=float_list, metavar="G[,G...]")
+                                parse=reg.float_list, metavar="G[,G...]")
     sizes: tuple = config_field((64, 64, 48, 32, 10), "layer sizes, input 64 and output 10 for digits",
-                                parse=int_list, metavar="N0,...,NL")
+                                parse=reg.int_list, metavar="N0,...,NL")
     steps: int = config_field(200, "training iterations per (rule, gain)", parse=positive_int)
     batch_size: int = config_field(128, "minibatch size", parse=positive_int)
     lr: tuple = config_field((("sgd", 0.2), ("ngd_d", 0.05), ("sqrt_ngd_d", 0.05)),
                              "override the learning rate of one rule (repeatable)", option="--lr-rule",
-                             parse=rule_rate, metavar="RULE=LR", repeat=True)
+                             parse=reg.rule_rate, metavar="RULE=LR", repeat=True)
     record_every: int = config_field(5, "record the loss every this many iterations", parse=positive_int)
-    test_fraction: float = config_field(0.25, "held-out fraction of the 1797 digits", parse=positive_float)
+    test_fraction: float = config_field(0.25, "held-out fraction of the 1797 digits", parse=reg.positive_float)
 
     def check(self) -> None:
         """Known rules with a learning rate each, sizes 64 ... 10, positive gains."""
@@ -259,10 +243,10 @@ def run_one(config: DigitsConfig, *, xp=None, progress: bool = False, checkpoint
     """
     from ..data import load_digits
 
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     data = load_digits(test_fraction=config.test_fraction, seed=config.seed, xp=xp, dtype=config.dtype)
     record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
-              "config": config_dict(config), "ngd_d_damping": {f"{g:g}": ngd_d_damping(g) for g in config.gains},
+              "config": reg.config_dict(config), "ngd_d_damping": {f"{g:g}": ngd_d_damping(g) for g in config.gains},
               "runs": {}, "histories": {}, "timing": {}}
     pairs = [(r, g) for g in config.gains for r in config.rules]
     for i, (name, gain) in enumerate(pairs):
@@ -300,16 +284,16 @@ def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool 
     :func:`run_one` into ``out_dir`` (atomically; nothing for None); with ``progress``
     print the table. Returns the summary (the record without ``histories``, plus
     ``files``)."""
-    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+    return reg.report_each(_report_one, records, out_dir, progress=progress, plots=plots)
 
 
 def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import write_json, write_npz
+    from ..results import write_npz
 
     summary = {k: v for k, v in record.items() if k != "histories"}
     hists = record["histories"]
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         write_npz(os.path.join(out_dir, "history.npz"),
                   {f"{key}/{k}": v for key, hist in hists.items() for k, v in hist.items()})
         files = ["summary.json", "history.npz"]
@@ -323,13 +307,8 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
                              f"minibatch {cfg['batch_size']}")
             plot_digits_loss(runs, os.path.join(out_dir, "digits_loss.png"))
             files.insert(0, "digits_loss.png")
-        summary["files"] = files
-        write_json(os.path.join(out_dir, "summary.json"), summary)
-    if progress:
-        print(format_runs(summary))
-        if out_dir is not None:
-            print(f"wrote {', '.join(summary['files'])} to {out_dir}")
-    return summary
+        reg.write_summary(summary, out_dir, files)
+    return reg.show_report(summary, out_dir, format_runs, progress=progress)
 
 
 def format_runs(summary: dict) -> str:
@@ -346,17 +325,13 @@ def format_runs(summary: dict) -> str:
     return format_table(rows, ["rule", "gain", "lr", "damping", "test acc", "train loss", "ms/step"])
 
 
-def run(config: DigitsConfig | None = None, out_dir: str | os.PathLike | None = "results/relu-digits", *, xp=None,
-        progress: bool = True, plots: bool = True) -> dict:
-    """Run Huh S.I.3 on digits (:func:`run_one` then :func:`report`): every rule at every
-    gain; writes ``digits_loss.png``, ``summary.json`` (final test accuracy and losses per
-    rule and gain) and ``history.npz`` (rewritten atomically after every finished pair).
-    Returns the summary.
-    """
-    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
-
-
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=DigitsConfig, run_one=run_one, report=report,
     help="Huh S.I.3: 5-layer ReLU net from tiny orthogonal init on digits", paper=PAPER))
+
+run = reg.make_run(EXPERIMENT, "results/relu-digits", """Run Huh S.I.3 on digits (:func:`run_one` then
+    :func:`report`): every rule at every gain; writes ``digits_loss.png``, ``summary.json``
+    (final test accuracy and losses per rule and gain) and ``history.npz`` (rewritten
+    atomically after every finished pair). Returns the summary.
+    """)

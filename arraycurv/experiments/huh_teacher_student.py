@@ -39,25 +39,8 @@ from ..dynamics.training import print_progress, train
 from ..models.base import init_params
 from ..models.deep_linear import DeepLinear, total_map
 from ..rules import registry as rule_registry
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    config_from_dict,
-    float_list,
-    name_list,
-    nonneg_float,
-    positive_float,
-    positive_int,
-    register_experiment,
-    rule_count,
-    rule_rate,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, float_list, nonneg_float, positive_float, positive_int
 
 __all__ = [
     "CLAIMS",
@@ -97,7 +80,7 @@ def _fixed_q_rules() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class TeacherStudentConfig(ExperimentConfig):
+class TeacherStudentConfig(reg.ExperimentConfig):
     """Settings of the teacher-student experiment (defaults: Huh Sec. 6 at a ~2 min size).
 
     Validated when built (:class:`UsageError`); ``seed``, ``dtype`` and ``backend`` come
@@ -148,7 +131,7 @@ class TeacherStudentConfig(ExperimentConfig):
 
     rules: tuple = config_field(
         DEFAULT_RULES, f"comma-separated update rules among {', '.join(_fixed_q_rules())} (the rule registry) "
-        "or qngd_q<q>, qngd_d_q<q>", parse=name_list, metavar="LIST")
+        "or qngd_q<q>, qngd_d_q<q>", parse=reg.name_list, metavar="LIST")
     q: tuple = config_field(
         (), "add fractional q-NGD rule(s) (G^+)^(1/q) for these q >= 1 (q=1 NGD, q=2 sqrt-NGD)",
         parse=float_list, metavar="Q[,Q...]")
@@ -163,13 +146,13 @@ class TeacherStudentConfig(ExperimentConfig):
     rule_steps: tuple = config_field(
         (("ngd", 500), ("sqrt_ngd", 500), ("ngd_d", 500), ("sqrt_ngd_d", 500)),
         "at most N iterations for RULE (repeatable; a rule runs min(--steps, N))", option="--steps-rule",
-        parse=rule_count, metavar="RULE=N", repeat=True)
+        parse=reg.rule_count, metavar="RULE=N", repeat=True)
     eta_bar: float = config_field(
         0.2, "depth-calibrated learning rate eta_bar = eta d^(1-1/q) (Huh eq 17): rule with power 1/q "
         "uses eta = eta_bar / d^(1-1/q), so every rule's map dynamics run on one time scale",
         option="--lr", parse=positive_float, metavar="ETA_BAR")
     lr_overrides: tuple = config_field(
-        (), "override the raw learning rate eta of one rule (repeatable)", option="--lr-rule", parse=rule_rate,
+        (), "override the raw learning rate eta of one rule (repeatable)", option="--lr-rule", parse=reg.rule_rate,
         metavar="RULE=LR", repeat=True)
     noise: float = config_field(0.3, "standard deviation of the output noise", parse=nonneg_float)
     init_scale: float = config_field(0.1, "standard deviation of the small random initial weights",
@@ -721,10 +704,10 @@ def run_one(config: TeacherStudentConfig, *, xp=None, progress: bool = False, ch
     """
     np = backend.host_namespace()
 
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     data, model, params0, target, u, s, v, teacher_s = setup(config, xp)
     record: dict = {
-        "experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp), "config": config_dict(config),
+        "experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp), "config": reg.config_dict(config),
         "noise_floor": 0.5 * config.width * config.noise ** 2,
         "target_sv": backend.to_numpy(s).astype(np.float64).tolist(),
         "teacher_sv": backend.to_numpy(teacher_s).astype(np.float64).tolist(),
@@ -816,12 +799,12 @@ def _summary_of(record: dict) -> dict:
 
 
 def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import write_json, write_npz
+    from ..results import write_npz
 
     np = backend.host_namespace()
     summary = _summary_of(record)
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         arrays = {"target_sv": np.asarray(record["target_sv"]), "teacher_sv": np.asarray(record["teacher_sv"]),
                   "target_map": record["target_map"]}
         for name, hist in record["histories"].items():
@@ -831,13 +814,9 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
         if plots and record["histories"]:
             _plot(record, out_dir)
             summary["files"] = ["fig4.png", "fig5.png", "summary.json", "history.npz"]
-        write_json(os.path.join(out_dir, "summary.json"), summary)
+        reg.write_summary(summary, out_dir, summary["files"])
         _remove_stale(out_dir, summary["files"])
-    if progress:
-        print(format_summary(summary))
-        if out_dir is not None:
-            print(f"wrote {', '.join(summary['files'])} to {out_dir}")
-    return summary
+    return reg.show_report(summary, out_dir, format_summary, progress=progress)
 
 
 def _over_seeds(records: list[dict]) -> dict:
@@ -855,7 +834,7 @@ def _over_seeds(records: list[dict]) -> dict:
 
 
 def _report_seeds(records: list[dict], out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import write_json, write_npz, write_text
+    from ..results import write_npz, write_text
 
     summary = {"experiment": NAME, "paper": PAPER, "config": records[0]["config"],
                "seeds": [r["config"]["seed"] for r in records], "noise_floor": records[0]["noise_floor"],
@@ -863,7 +842,7 @@ def _report_seeds(records: list[dict], out_dir, *, progress: bool, plots: bool) 
                "claims": claims_over_seeds([r["claims"] for r in records])}
     table = format_seeds(summary)
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         arrays = {}
         for r in records:
             s = r["config"]["seed"]
@@ -877,13 +856,9 @@ def _report_seeds(records: list[dict], out_dir, *, progress: bool, plots: bool) 
             _plot(records[0], out_dir)
             _plot_seeds(records, os.path.join(out_dir, "seeds.png"))
             summary["files"] = ["fig4.png", "fig5.png", "seeds.png"] + summary["files"]
-        write_json(os.path.join(out_dir, "summary.json"), summary)
+        reg.write_summary(summary, out_dir, summary["files"])
         _remove_stale(out_dir, summary["files"])
-    if progress:
-        print(table)
-        if out_dir is not None:
-            print(f"wrote {', '.join(summary['files'])} to {out_dir}")
-    return summary
+    return reg.show_report(summary, out_dir, table, progress=progress)
 
 
 def _plot_seeds(records: list[dict], path) -> None:
@@ -900,7 +875,7 @@ def _plot_seeds(records: list[dict], path) -> None:
 def _plot(record: dict, out_dir) -> None:
     from .plotting import plot_teacher_student_fig4, plot_teacher_student_fig5
 
-    config = config_from_dict(TeacherStudentConfig, record["config"])
+    config = reg.config_from_dict(TeacherStudentConfig, record["config"])
     ph = _hist_for_plots(record["histories"], record["target_sv"], record["teacher_sv"], config)
     plot_teacher_student_fig4(ph, os.path.join(out_dir, "fig4.png"))
     plot_teacher_student_fig5(ph, os.path.join(out_dir, "fig5.png"))
@@ -943,12 +918,12 @@ def run(config: TeacherStudentConfig | None = None,
         comparisons), ``noise_floor``, ``target_sv``, ``teacher_sv``, ``step_check``,
         ``claims`` (:func:`analyze`), ``files``.
     """
-    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots, seeds=seeds,
+    return reg.run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots, seeds=seeds,
                           threads=threads)
 
 
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=TeacherStudentConfig, run_one=run_one, report=report,
     help="Huh Sec. 6: deep linear teacher-student, Figs 4 and 5 (default)", paper=PAPER, default_seeds=5,
     metrics=("rules.*.min_excess_loss", "rules.*.min_test_loss", "rules.*.c2_drift_init",

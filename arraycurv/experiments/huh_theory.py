@@ -41,19 +41,8 @@ from ..dynamics.theory import (
     table1,
 )
 from ..rules import registry as rule_registry
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    float_list,
-    register_experiment,
-    report_each,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, float_list, run_experiment
 
 __all__ = [
     "EXPERIMENT",
@@ -241,7 +230,7 @@ TABLE1_DEPTHS = (1, 2, 4, math.inf)
 
 
 @dataclass(frozen=True)
-class TheoryConfig(ExperimentConfig):
+class TheoryConfig(reg.ExperimentConfig):
     """Settings of the theory figures (Huh Figs 1-3, Table 1); validated when built.
 
     Attributes
@@ -291,10 +280,10 @@ def run_one(config: TheoryConfig, *, xp=None, progress: bool = False, checkpoint
         conserved quantity), ``fig2_half_max_times``, ``p_of_rules_at_d2``, ``arrays``
         (for ``arrays.npz``) and ``figures`` (the data of the three figures).
     """
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     log = (lambda msg: print(f"[theory] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
-              "config": config_dict(config), "sigma_star": 1.0, "eta_bar": 1.0,
+              "config": reg.config_dict(config), "sigma_star": 1.0, "eta_bar": 1.0,
               "table1": {f"d={d:g}": {f"q={q:g}": v for q, v in row.items()}
                          for d, row in table1(depths=TABLE1_DEPTHS).items()},
               "table1_text": format_table1(depths=TABLE1_DEPTHS), "trajectories": {},
@@ -331,11 +320,11 @@ def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool 
     ``arrays.npz`` of the records of :func:`run_one` into ``out_dir`` (atomically; nothing
     for None); with ``progress`` print Table 1. Returns the summary (the record without
     its arrays and figure data, plus ``files``)."""
-    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+    return reg.report_each(_report_one, records, out_dir, progress=progress, plots=plots)
 
 
 def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import write_json, write_npz, write_text
+    from ..results import write_npz, write_text
 
     summary = {k: v for k, v in record.items() if k not in ("arrays", "figures", "table1_text")}
     tab = record["table1_text"]
@@ -344,7 +333,7 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
         print(tab)
     if out_dir is None:
         return summary
-    check_out_dir(out_dir)
+    reg.check_out_dir(out_dir)
     write_text(os.path.join(out_dir, "table1.txt"),
                "Huh (2020) Table 1: exponent p(d, q) of the map dynamics eq (17)\n" + tab + "\n")
     write_npz(os.path.join(out_dir, "arrays.npz"), record["arrays"])
@@ -359,11 +348,8 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
                            title=r"Huh (2020) Fig 3: block-diagonal rules, $\bar\sigma_*=1$")
         plot_map_curves(record["figures"]["curves"], os.path.join(out_dir, "fig2.png"))
         files = ["fig1.png", "fig2.png", "fig3.png"] + files
-    summary["files"] = files
-    write_json(os.path.join(out_dir, "summary.json"), summary)
-    if progress:
-        print(f"wrote {', '.join(files)} to {out_dir}")
-    return summary
+    reg.write_summary(summary, out_dir, files)
+    return reg.show_report(summary, out_dir, progress=progress)
 
 
 def run(config: TheoryConfig | str | os.PathLike | None = None,
@@ -387,6 +373,6 @@ def run(config: TheoryConfig | str | os.PathLike | None = None,
 
 
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=TheoryConfig, run_one=run_one, report=report,
     help="Huh Figs 1-3 (singular-mode vector fields, map curves) and Table 1", paper=PAPER))

@@ -36,33 +36,17 @@ from typing import Any
 from .. import backend
 
 __all__ = [
-    "COMMON_FIELDS",
-    "EXPERIMENTS",
-    "Experiment",
-    "ExperimentConfig",
-    "UsageError",
-    "check_out_dir",
-    "config_dict",
-    "config_field",
-    "config_from_dict",
-    "config_options",
-    "float_list",
-    "get_experiment",
-    "int_list",
-    "name_list",
-    "nonneg_float",
-    "parse_option",
-    "positive_float",
-    "positive_int",
-    "register_experiment",
-    "bind_namespace",
-    "blas_threads",
-    "report_each",
-    "rule_count",
+    # configs and their command-line options
+    "COMMON_FIELDS", "ExperimentConfig", "UsageError", "config_dict", "config_field", "config_from_dict",
+    "config_options", "parse_option",
+    # option parsers
+    "float_list", "int_list", "name_list", "nonneg_float", "positive_float", "positive_int", "rule_count",
     "rule_rate",
-    "run_experiment",
-    "run_seeds",
-    "unregister_experiment",
+    # the registry
+    "EXPERIMENTS", "Experiment", "get_experiment", "register_experiment", "unregister_experiment",
+    # running and reporting
+    "bind_namespace", "blas_threads", "check_out_dir", "make_run", "report_each", "run_experiment", "run_seeds",
+    "show_report", "write_summary",
 ]
 
 
@@ -123,26 +107,26 @@ def name_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _number_list(text: str, kind: type, what: str) -> tuple:
+    """Parse ``"a,b,c"`` with ``kind`` (``int``, ``float``) into a non-empty tuple."""
+    message = f"expected a comma-separated list of {what}, got {text!r}"
+    try:
+        vals = tuple(kind(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not vals:
+        raise argparse.ArgumentTypeError(message)
+    return vals
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """Parse ``"1,2.5"`` into ``(1.0, 2.5)``."""
-    try:
-        vals = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}")
-    return vals
+    return _number_list(text, float, "numbers")
 
 
 def int_list(text: str) -> tuple[int, ...]:
     """Parse ``"64,32,10"`` into ``(64, 32, 10)``."""
-    try:
-        vals = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}")
-    return vals
+    return _number_list(text, int, "integers")
 
 
 def rule_count(text: str) -> tuple[str, int]:
@@ -588,3 +572,38 @@ def report_each(report_one: Callable[..., dict], records, out_dir, *, progress: 
         summary["files"] = [str(i) for i in range(len(subs))] + ["summary.json"]
         write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
+
+
+def write_summary(summary: dict, out_dir, files) -> None:
+    """The last step of a report into ``out_dir``: ``summary["files"] = files`` and
+    ``out_dir/summary.json`` written atomically (:func:`arraycurv.results.write_json`)."""
+    from ..results import write_json
+
+    summary["files"] = files
+    write_json(os.path.join(out_dir, "summary.json"), summary)
+
+
+def show_report(summary: dict, out_dir, text=None, *, progress: bool = True, wrote: bool = True) -> dict:
+    """The end of a report: with ``progress``, print ``text`` (a report's table, or a
+    callable making it from ``summary``; nothing if None), then, with ``wrote`` and an
+    ``out_dir``, the line naming the files written there (``summary["files"]``).
+    Returns ``summary``."""
+    if progress:
+        if text is not None:
+            print(text(summary) if callable(text) else text)
+        if wrote and out_dir is not None:
+            print(f"wrote {', '.join(summary['files'])} to {out_dir}")
+    return summary
+
+
+def make_run(experiment: Experiment, default_out_dir: str | None, doc: str) -> Callable[..., dict]:
+    """A module's ``run(config=None, out_dir=default_out_dir, *, xp=None, progress=True,
+    plots=True) -> summary``: :func:`run_experiment` of ``experiment``, documented by ``doc``."""
+
+    def run(config: ExperimentConfig | None = None, out_dir: str | os.PathLike | None = default_out_dir, *,
+            xp=None, progress: bool = True, plots: bool = True) -> dict:
+        return run_experiment(experiment, config, out_dir, xp=xp, progress=progress, plots=plots)
+
+    run.__doc__ = doc
+    run.__module__ = experiment.run_one.__module__
+    return run

@@ -40,22 +40,8 @@ from ..models.sequential import Sequential
 from ..params import flatten
 from ..rules.alias import sgd
 from ..rules.class_subspace import class_subspace_newton
-from .registry import (
-    Experiment,
-    ExperimentConfig,
-    UsageError,
-    bind_namespace,
-    check_out_dir,
-    config_dict,
-    config_field,
-    int_list,
-    nonneg_float,
-    positive_float,
-    positive_int,
-    register_experiment,
-    report_each,
-    run_experiment,
-)
+from . import registry as reg
+from .registry import UsageError, config_field, nonneg_float, positive_int
 
 __all__ = ["EXPERIMENT", "RULES", "Config", "crossover_step", "curvature_check", "format_runs", "report", "run",
            "run_one", "small_cnn", "spectral_snapshot"]
@@ -76,7 +62,7 @@ def small_cnn(channels: int = 4, num_classes: int = 10) -> Sequential:
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
+class Config(reg.ExperimentConfig):
     """Settings of the class-subspace experiment; validated when built (:class:`UsageError`).
 
     Attributes
@@ -104,11 +90,11 @@ class Config(ExperimentConfig):
         Lanczos steps and probes of the SLQ density at the start and the end.
     """
 
-    batch_sizes: tuple = config_field((0, 128, 32), "minibatch sizes, 0 = full batch", parse=int_list,
+    batch_sizes: tuple = config_field((0, 128, 32), "minibatch sizes, 0 = full batch", parse=reg.int_list,
                                       metavar="B[,B...]")
     num_seeds: int = config_field(3, "seeds per batch size and rule", parse=positive_int)
     steps: int = config_field(300, "iterations per run", parse=positive_int)
-    lr: float = config_field(0.2, "learning rate of SGD and of the complement (eta of eq 6)", parse=positive_float)
+    lr: float = config_field(0.2, "learning rate of SGD and of the complement (eta of eq 6)", parse=reg.positive_float)
     decay: float = config_field(0.9, "EMA factor of v_k and lambda_k", parse=nonneg_float)
     damping: float = config_field(0.3, "damping added to lambda_k (0 in the paper, which diverges here)",
                                   parse=nonneg_float)
@@ -262,10 +248,10 @@ def run_one(config: Config, *, xp=None, progress: bool = False, checkpoint=None)
         arrays), ``spectra`` (SLQ densities of the full-batch runs of the first seed at
         the start and the end) and ``timing``.
     """
-    config, xp = bind_namespace(config, xp)
+    config, xp = reg.bind_namespace(config, xp)
     data = _Digits(config.seed, xp, config.dtype)
     record = {"experiment": NAME, "paper": PAPER, "backend": backend.namespace_name(xp),
-              "config": config_dict(config), "runs": {}, "histories": {}, "spectra": {}, "timing": {}}
+              "config": reg.config_dict(config), "runs": {}, "histories": {}, "spectra": {}, "timing": {}}
     seeds = [config.seed + i for i in range(config.num_seeds)]
     record["curvature_check"] = curvature_check(small_cnn(), init_params(small_cnn(), seeds[0] + 100, xp,
                                                                          dtype=config.dtype),
@@ -445,17 +431,17 @@ def report(records, out_dir: str | os.PathLike | None = None, *, progress: bool 
     """Write ``losses.png``, ``spectra.png``, ``summary.json``, ``table.txt`` and
     ``history.npz`` for the records of :func:`run_one` (nothing for ``out_dir=None``);
     with ``progress`` print the table. Returns the summary (with ``analysis``)."""
-    return report_each(_report_one, records, out_dir, progress=progress, plots=plots)
+    return reg.report_each(_report_one, records, out_dir, progress=progress, plots=plots)
 
 
 def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
-    from ..results import write_json, write_npz, write_text
+    from ..results import write_npz, write_text
 
     summary = {k: v for k, v in record.items() if k not in ("histories", "spectra")}
     summary["analysis"] = _summarize(record)
     table = format_runs(summary)
     if out_dir is not None:
-        check_out_dir(out_dir)
+        reg.check_out_dir(out_dir)
         arrays = {f"{key}/{k}": v for key, h in record["histories"].items() for k, v in h.items()
                   if not isinstance(v, float)}
         arrays.update({f"spectra/{r}/{w}/{k}": v for r, s in record["spectra"].items() for w, d in s.items()
@@ -469,20 +455,14 @@ def _report_one(record: dict, out_dir, *, progress: bool, plots: bool) -> dict:
             if record["spectra"] or any("overlap" in h for h in record["histories"].values()):
                 _plot_spectra(record, os.path.join(out_dir, "spectra.png"))
                 files.insert(1, "spectra.png")
-        summary["files"] = files
-        write_json(os.path.join(out_dir, "summary.json"), summary)
-    if progress:
-        print(table)
-    return summary
-
-
-def run(config: Config | None = None, out_dir: str | os.PathLike | None = "results/class-subspace", *, xp=None,
-        progress: bool = True, plots: bool = True) -> dict:
-    """:func:`run_one` then :func:`report` (Tuddenham et al. 2020 Fig. 2 on digits)."""
-    return run_experiment(EXPERIMENT, config, out_dir, xp=xp, progress=progress, plots=plots)
+        reg.write_summary(summary, out_dir, files)
+    return reg.show_report(summary, out_dir, table, progress=progress, wrote=False)
 
 
 #: This experiment in the registry (:func:`arraycurv.experiments.get_experiment`).
-EXPERIMENT = register_experiment(Experiment(
+EXPERIMENT = reg.register_experiment(reg.Experiment(
     name=NAME, config_type=Config, run_one=run_one, report=report,
     help="Tuddenham et al. 2020 Fig. 2: SGD vs class-subspace quasi-Newton on digits", paper=PAPER))
+
+run = reg.make_run(EXPERIMENT, "results/class-subspace",
+                   """:func:`run_one` then :func:`report` (Tuddenham et al. 2020 Fig. 2 on digits).""")

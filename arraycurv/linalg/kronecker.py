@@ -12,7 +12,16 @@ import array_api_extra as xpx
 
 from .. import backend
 from ..validation import check_matrix, check_real, check_square
-from ._common import _batch_shape, _check_inputs, _check_psd, _check_symmetric, _keep_above, _power_of_kept, _rcond, _sym
+from ._common import (
+    _batch_shape,
+    _check_inputs,
+    _check_psd,
+    _check_symmetric,
+    _keep_above,
+    _power_of_kept,
+    _rcond,
+    _sym,
+)
 
 __all__ = ['kron', 'kron_matvec', 'kron_psd_power_apply', 'kron_solve']
 

@@ -105,6 +105,17 @@ def complement_project(basis, v):
     return v - project(basis, v)
 
 
+def _two_bases(a, b, rcond):
+    """``(xp, Q_a, Q_b)``: ``a`` and ``b`` checked as vectors of one space (same rows, one
+    namespace) and their orthonormal bases (:func:`orthonormal_basis`)."""
+    xp = _check_vectors(a, "a")
+    _check_vectors(b, "b", xp)
+    backend.namespace_of(a=a, b=b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"b: expected {a.shape[0]} rows like a, got shape {tuple(b.shape)}")
+    return xp, orthonormal_basis(a, rcond=rcond), orthonormal_basis(b, rcond=rcond)
+
+
 def principal_angles(a, b, *, rcond: float | None = None):
     """Principal angles between span(a) and span(b), ascending, in radians.
 
@@ -114,13 +125,7 @@ def principal_angles(a, b, *, rcond: float | None = None):
     singular values of Q_b - Q_a (Q_a^T Q_b) (Knyazev & Argentati 2002, as in
     ``scipy.linalg.subspace_angles``). Returns min(r_a, r_b) angles in [0, pi/2].
     """
-    xp = _check_vectors(a, "a")
-    _check_vectors(b, "b", xp)
-    backend.namespace_of(a=a, b=b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"b: expected {a.shape[0]} rows like a, got shape {tuple(b.shape)}")
-    qa = orthonormal_basis(a, rcond=rcond)
-    qb = orthonormal_basis(b, rcond=rcond)
+    xp, qa, qb = _two_bases(a, b, rcond)
     if qa.shape[1] < qb.shape[1]:
         qa, qb = qb, qa
     r = qb.shape[1]
@@ -159,13 +164,7 @@ def subspace_overlap(a, b, *, rcond: float | None = None):
     Tuddenham et al. 2020 for the top-C Hessian eigenspace against the span of the class
     gradients). 1 iff span(a) is inside span(b). An empty span(a) has overlap 0.
     """
-    xp = _check_vectors(a, "a")
-    _check_vectors(b, "b", xp)
-    backend.namespace_of(a=a, b=b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"b: expected {a.shape[0]} rows like a, got shape {tuple(b.shape)}")
-    qa = orthonormal_basis(a, rcond=rcond)
-    qb = orthonormal_basis(b, rcond=rcond)
+    xp, qa, qb = _two_bases(a, b, rcond)
     if qa.shape[1] == 0 or qb.shape[1] == 0:
         return xp.asarray(0.0, dtype=a.dtype, device=backend.device_of(a))
     return xp.sum((xp.matrix_transpose(qa) @ qb) ** 2) / qa.shape[1]

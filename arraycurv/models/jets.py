@@ -47,20 +47,10 @@ import math
 from .. import backend
 from ..losses import MSE, SoftmaxCrossEntropy, _softmax_parts
 from ..validation import check_call, check_int
+from . import layers as _layers
 from .base import param_shapes
 from .deep_linear import DeepLinear
-from .layers import (
-    Activation,
-    AvgPool2d,
-    Conv2d,
-    Dense,
-    Flatten,
-    MaxPool2d,
-    _conv_cols,
-    activation_derivatives,
-    layer_forward,
-    layer_jvp,
-)
+from .layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, layer_forward, layer_jvp
 from .sequential import Sequential, _split
 
 try:  # added by the restructure; absent in older trees
@@ -74,12 +64,7 @@ MAX_ORDER = 3
 
 
 # ----------------------------------------------------------------- jet arithmetic
-def _add(*terms):
-    out = None
-    for t in terms:
-        if t is not None:
-            out = t if out is None else out + t
-    return out
+_add = _layers._add  # sum of the non-None terms
 
 
 def _mul(a, b):
@@ -204,7 +189,7 @@ def activation_jet_derivatives(name: str, x):
     NotImplementedError
         For an activation without a registered third derivative.
     """
-    d = activation_derivatives(name, x, order=2)
+    d = _layers.activation_derivatives(name, x, order=2)
     if name not in _THIRD:
         raise NotImplementedError(f"name: expected an activation with a third derivative {tuple(_THIRD)}, "
                                   f"got {name!r}")
@@ -268,7 +253,7 @@ def _(layer: Dense, p, x_jet, dp, *, primal=None):
 
 def _conv_apply(xp, layer, k2, x, cache):
     """Convolution (no bias) of ``x`` (..., B, C, H, W) with kernel matrix k2 (..., o, CKK)."""
-    cols = cache.cols if x is None else _conv_cols(xp, layer, x, cache.out_hw)
+    cols = cache.cols if x is None else _layers._conv_cols(xp, layer, x, cache.out_hw)
     return xp.matmul(k2, cols)
 
 

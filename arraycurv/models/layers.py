@@ -44,6 +44,8 @@ axes and sum over the batch axis (``params_mode="sum"``) or keep it
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from dataclasses import dataclass
@@ -79,6 +81,33 @@ __all__ = [
 
 _PARAMS_MODES = ("sum", "per_sample", "none")
 
+#: The namespace of the pass in progress when a model's pass (validated once at the public
+#: boundary, docs/design.md "Validation at the boundary") runs the layers: then the layers
+#: skip their own argument checks and namespace look-ups. None (the default) when a layer
+#: function is called directly, which checks its arguments.
+_TRUSTED_XP: contextvars.ContextVar = contextvars.ContextVar("arraycurv_trusted_layer_xp", default=None)
+
+
+@contextlib.contextmanager
+def _trusted_layers(xp):
+    """Within this context the layer functions trust their arguments and use ``xp``.
+
+    The passes of :class:`~arraycurv.models.Sequential` (whose inputs were validated once)
+    run their layers inside it; a direct call of ``layer_forward`` & co. outside it checks
+    shapes, dtypes and namespaces itself.
+    """
+    token = _TRUSTED_XP.set(xp)
+    try:
+        yield xp
+    finally:
+        _TRUSTED_XP.reset(token)
+
+
+def _xp(**arrays):
+    """The trusted namespace of the pass in progress, else that of ``arrays`` (checked)."""
+    xp = _TRUSTED_XP.get()
+    return backend.namespace_of(**arrays) if xp is None else xp
+
 
 # ------------------------------------------------------------------------ helpers
 def _pair(v: Any, name: str, *, allow_zero: bool = False) -> tuple[int, int]:
@@ -97,6 +126,8 @@ def _fmt(shape) -> str:
 
 def _check_input(layer, x, in_ndim: int, feature_shape=None) -> None:
     """``x`` must be (B, *feature_shape) with ``in_ndim`` feature axes."""
+    if _TRUSTED_XP.get() is not None:
+        return
     if not hasattr(x, "shape") or x.ndim != 1 + in_ndim or (
         feature_shape is not None and tuple(x.shape[1:]) != tuple(feature_shape)
     ):
@@ -106,6 +137,8 @@ def _check_input(layer, x, in_ndim: int, feature_shape=None) -> None:
 
 
 def _check_layer_params(layer, p):
+    if _TRUSTED_XP.get() is not None:
+        return None
     check_params(p, layer_param_shapes(layer), "params")
     if len(p):
         return backend.namespace_of(params=tuple(p))
@@ -113,9 +146,9 @@ def _check_layer_params(layer, p):
 
 
 def _check_trailing(a, shape, name: str, layer) -> None:
-    shape = tuple(shape)
-    if a is None:
+    if a is None or _TRUSTED_XP.get() is not None:
         return
+    shape = tuple(shape)
     if a.ndim < len(shape) or tuple(a.shape[a.ndim - len(shape):]) != shape:
         raise ValueError(
             f"{name}: expected shape (..., {', '.join(map(str, shape))}) for {layer!r}, got {tuple(a.shape)}"
@@ -123,7 +156,7 @@ def _check_trailing(a, shape, name: str, layer) -> None:
 
 
 def _check_tangent(dp, p, name: str, layer) -> None:
-    if dp is None:
+    if dp is None or _TRUSTED_XP.get() is not None:
         return
     if not isinstance(dp, (tuple, list)) or len(dp) != len(p):
         raise ValueError(f"{name}: expected None or a tuple of {len(p)} arrays like params of {layer!r}, got {dp!r}")
@@ -432,7 +465,7 @@ def _(layer: Dense, input_shape):
 def _(layer: Dense, p, x):
     _check_input(layer, x, 1, (layer.n_in,))
     _check_layer_params(layer, p)
-    xp = backend.namespace_of(params=tuple(p), x=x)
+    xp = _xp(params=tuple(p), x=x)
     y = xp.matmul(x, xp.matrix_transpose(p[0]))
     if layer.bias:
         y = y + p[1]
@@ -443,7 +476,7 @@ def _(layer: Dense, p, x):
 def _(layer: Dense, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     _check_trailing(dx, (cache.shape[0], layer.n_in), "dx", layer)
-    xp = backend.namespace_of(params=tuple(p))
+    xp = _xp(params=tuple(p))
     x = cache
     t_in = None if dx is None else xp.matmul(dx, xp.matrix_transpose(p[0]))
     t_w = t_b = None
@@ -468,7 +501,7 @@ def _dense_param_cot(xp, layer, x, dy, params_mode):
 def _(layer: Dense, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     _check_trailing(dy, (cache.shape[0], layer.n_out), "dy", layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy)
+    xp = _xp(params=tuple(p), dy=dy)
     dx = xp.matmul(dy, p[0]) if input_grad else None
     return dx, _dense_param_cot(xp, layer, cache, dy, params_mode)
 
@@ -480,7 +513,7 @@ def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     _check_trailing(dx, (b, layer.n_in), "dx", layer)
     _check_trailing(dy, (b, layer.n_out), "dy", layer)
     _check_trailing(rdy, (b, layer.n_out), "rdy", layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy, rdy=rdy)
+    xp = _xp(params=tuple(p), dy=dy, rdy=rdy)
     x, w = cache, p[0]
     rdx = None
     if input_grad:
@@ -499,7 +532,7 @@ layer_init.register(Dense)(_init_weight_bias)
 
 @layer_kron_rows.register(Dense)
 def _(layer: Dense, p, cache, dy=None):
-    xp = backend.namespace_of(x=cache)
+    xp = _xp(x=cache)
     a = _with_ones(xp, cache) if layer.bias else cache
     return a[:, None, :], (None if dy is None else dy[..., None, :])
 
@@ -589,6 +622,36 @@ def activation_derivatives(name: str, x, *, order: int = 2):
     return _ACTIVATION_FNS[name](backend.namespace_of(x=x), x)[: order + 1]
 
 
+def _tanh_first(xp, x):
+    y = xp.tanh(x)
+    return y, 1.0 - y * y
+
+
+def _sigmoid_first(xp, x):
+    y = _sigmoid(xp, x)
+    return y, y * (1.0 - y)
+
+
+#: (phi, phi') without phi'' for the forward pass (the others slice :data:`_ACTIVATION_FNS`).
+_FIRST_FNS = {"tanh": _tanh_first, "sigmoid": _sigmoid_first}
+
+
+def _act_first(name, xp, x):
+    fn = _FIRST_FNS.get(name)
+    return fn(xp, x) if fn is not None else _ACTIVATION_FNS[name](xp, x)[:2]
+
+
+def _act_second(name, xp, cache):
+    """phi'' at the cached input, from the cached phi and phi' where they determine it
+    (tanh: -2 phi phi'; sigmoid: phi' (1 - 2 phi)), else recomputed."""
+    x, d1 = cache[0], cache[1]
+    if len(cache) > 2 and name == "tanh":
+        return -2.0 * cache[2] * d1
+    if len(cache) > 2 and name == "sigmoid":
+        return d1 * (1.0 - 2.0 * cache[2])
+    return _ACTIVATION_FNS[name](xp, x)[2]
+
+
 @layer_param_shapes.register(Activation)
 def _(layer: Activation):
     return ()
@@ -604,8 +667,8 @@ def _(layer: Activation, p, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
         _check_input(layer, x, 1)
     _check_layer_params(layer, p)
-    y, d1 = activation_derivatives(layer.name, x, order=1)
-    return y, (x, d1)
+    y, d1 = _act_first(layer.name, _xp(x=x), x)
+    return y, (x, d1, y)
 
 
 @layer_jvp.register(Activation)
@@ -625,7 +688,7 @@ def _(layer: Activation, p, cache, dy, *, params_mode="sum", input_grad=True):
 
 @layer_rop_vjp.register(Activation)
 def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
-    x, d1 = cache
+    x, d1 = cache[0], cache[1]
     _check_trailing(dx, x.shape, "dx", layer)
     _check_trailing(dy, x.shape, "dy", layer)
     _check_trailing(rdy, x.shape, "rdy", layer)
@@ -633,7 +696,7 @@ def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
         return None, ()
     rdx = rdy * d1
     if dx is not None and layer.name not in _PIECEWISE_LINEAR:
-        d2 = activation_derivatives(layer.name, x)[2]
+        d2 = _act_second(layer.name, _xp(x=x), cache)
         rdx = rdx + dy * d2 * dx  # R{dy phi'(x)} = rdy phi' + dy phi'' R{x}
     return rdx, ()
 
@@ -701,7 +764,7 @@ def _(layer: Conv2d, p, x):
         _check_input(layer, x, 3, (layer.in_channels, "H", "W"))
     out_hw = _conv_out_hw(layer, tuple(x.shape[1:]), layer.padding)
     _check_layer_params(layer, p)
-    xp = backend.namespace_of(params=tuple(p), x=x)
+    xp = _xp(params=tuple(p), x=x)
     b = x.shape[0]
     cols = _conv_cols(xp, layer, x, out_hw)
     k2 = xp.reshape(p[0], (layer.out_channels, -1))
@@ -716,7 +779,7 @@ def _(layer: Conv2d, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     b = cache.cols.shape[0]
     _check_trailing(dx, (b, layer.in_channels, *cache.in_hw), "dx", layer)
-    xp = backend.namespace_of(params=tuple(p))
+    xp = _xp(params=tuple(p))
     o = layer.out_channels
     k2 = xp.reshape(p[0], (o, -1))
     t = None
@@ -751,7 +814,7 @@ def _(layer: Conv2d, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     b = cache.cols.shape[0]
     _check_trailing(dy, (b, layer.out_channels, *cache.out_hw), "dy", layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy)
+    xp = _xp(params=tuple(p), dy=dy)
     o = layer.out_channels
     dy2 = xp.reshape(dy, _lead(dy, 3) + (o, cache.out_hw[0] * cache.out_hw[1]))
     dx = None
@@ -768,7 +831,7 @@ def _(layer: Conv2d, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     _check_trailing(dx, (b, layer.in_channels, *cache.in_hw), "dx", layer)
     _check_trailing(dy, out_full, "dy", layer)
     _check_trailing(rdy, out_full, "rdy", layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy, rdy=rdy)
+    xp = _xp(params=tuple(p), dy=dy, rdy=rdy)
     o, el = layer.out_channels, cache.out_hw[0] * cache.out_hw[1]
     dy2 = xp.reshape(dy, _lead(dy, 3) + (o, el))
     rdy2 = xp.reshape(rdy, _lead(rdy, 3) + (o, el))
@@ -797,7 +860,7 @@ layer_init.register(Conv2d)(_init_weight_bias)
 @layer_kron_rows.register(Conv2d)
 def _(layer: Conv2d, p, cache, dy=None):
     # the im2col gather of the forward pass is the patch matrix of KFC
-    xp = backend.namespace_of(cols=cache.cols)
+    xp = _xp(cols=cache.cols)
     a = xp.permute_dims(cache.cols, (0, 2, 1))  # (B, T, C*kh*kw)
     a = _with_ones(xp, a) if layer.bias else a
     if dy is None:
@@ -845,7 +908,7 @@ def _pool_forward_common(layer, p, x):
         _check_input(layer, x, 3, ("C", "H", "W"))
     out_hw = _conv_out_hw(layer, tuple(x.shape[1:]))
     _check_layer_params(layer, p)
-    xp = backend.namespace_of(x=x)
+    xp = _xp(x=x)
     return xp, out_hw, _im2col(xp, x, layer.kernel_size, layer.stride, out_hw)
 
 
@@ -880,7 +943,7 @@ def _(layer, p, cache, dp, dx):
     if dx is None:
         return None
     _check_trailing(dx, cache.in_shape, "dx", layer)
-    xp = backend.namespace_of(dx=dx)
+    xp = _xp(dx=dx)
     cols = _im2col(xp, dx, layer.kernel_size, layer.stride, cache.out_hw)
     if cache.mask is None:
         return xp.mean(cols, axis=-3)
@@ -888,7 +951,7 @@ def _(layer, p, cache, dp, dx):
 
 
 def _pool_input_cot(layer, cache, dy):
-    xp = backend.namespace_of(dy=dy)
+    xp = _xp(dy=dy)
     kk = layer.kernel_size[0] * layer.kernel_size[1]
     if cache.mask is None:
         dcols = xp.broadcast_to(dy[..., None, :, :] / kk, tuple(dy.shape[:-2]) + (kk, *dy.shape[-2:]))
@@ -931,7 +994,7 @@ def _(layer: Flatten, p, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
         _check_input(layer, x, 1)
     _check_layer_params(layer, p)
-    xp = backend.namespace_of(x=x)
+    xp = _xp(x=x)
     in_shape = tuple(x.shape[1:])
     return xp.reshape(x, (x.shape[0], math.prod(in_shape))), in_shape
 
@@ -941,13 +1004,13 @@ def _(layer: Flatten, p, cache, dp, dx):
     if dx is None:
         return None
     _check_trailing(dx, cache, "dx", layer)
-    xp = backend.namespace_of(dx=dx)
+    xp = _xp(dx=dx)
     return xp.reshape(dx, _lead(dx, len(cache)) + (math.prod(cache),))
 
 
 def _unflatten_cot(layer, cache, dy, name):
     _check_trailing(dy, (math.prod(cache),), name, layer)
-    xp = backend.namespace_of(**{name: dy})
+    xp = _xp(**{name: dy})
     return xp.reshape(dy, _lead(dy, 1) + tuple(cache))
 
 
@@ -1008,7 +1071,7 @@ def _expand_batch(xp, t, n_feat):
 def _(layer: LayerNorm, p, x):
     _check_input(layer, x, len(layer.shape), layer.shape)
     _check_layer_params(layer, p)
-    xp = backend.namespace_of(params=tuple(p), x=x)
+    xp = _xp(params=tuple(p), x=x)
     axes = tuple(range(-len(layer.shape), 0))
     xc = x - _fmean(xp, x, axes)
     r = 1.0 / xp.sqrt(_fmean(xp, xc * xc, axes) + layer.eps)
@@ -1020,7 +1083,7 @@ def _(layer: LayerNorm, p, x):
 def _(layer: LayerNorm, p, cache, dp, dx):
     _check_tangent(dp, p, "dp", layer)
     _check_trailing(dx, cache.xhat.shape, "dx", layer)
-    xp = backend.namespace_of(params=tuple(p))
+    xp = _xp(params=tuple(p))
     n = len(layer.shape)
     t = None if dx is None else p[0] * _norm_proj(xp, cache, dx)
     if dp is not None:
@@ -1041,7 +1104,7 @@ def _norm_param_cot(xp, layer, cache, dy, params_mode):
 def _(layer: LayerNorm, p, cache, dy, *, params_mode="sum", input_grad=True):
     _check_mode(params_mode)
     _check_trailing(dy, cache.xhat.shape, "dy", layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy)
+    xp = _xp(params=tuple(p), dy=dy)
     dx = _norm_proj(xp, cache, p[0] * dy) if input_grad else None
     return dx, _norm_param_cot(xp, layer, cache, dy, params_mode)
 
@@ -1054,7 +1117,7 @@ def _(layer: LayerNorm, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     _check_tangent(dp, p, "dp", layer)
     for a, name in ((dx, "dx"), (dy, "dy"), (rdy, "rdy")):
         _check_trailing(a, cache.xhat.shape, name, layer)
-    xp = backend.namespace_of(params=tuple(p), dy=dy, rdy=rdy)
+    xp = _xp(params=tuple(p), dy=dy, rdy=rdy)
     n, xh, ax = len(layer.shape), cache.xhat, cache.axes
     b_axis = -(n + 1)
     rxh = None if dx is None else _norm_proj(xp, cache, dx)

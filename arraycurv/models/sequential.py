@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import backend
 from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
+from ..validation import check_int, check_real
 from .base import (
     Linearization,
     forward,
@@ -40,12 +41,14 @@ from .base import (
 )
 from .deep_linear import DeepLinear
 from .layers import (
+    ACTIVATIONS,
     Activation,
     AvgPool2d,
     Conv2d,
     Dense,
     Flatten,
     MaxPool2d,
+    _trusted_layers,
     layer_forward,
     layer_init,
     layer_jvp,
@@ -116,7 +119,8 @@ def _shapes(model: Sequential):
         try:
             shape = tuple(layer_output_shape(layer, shape))
         except ValueError as exc:
-            raise ValueError(f"{exc} (layers[{i}] of the Sequential)") from None
+            head, _, rest = str(exc).partition(": ")
+            raise ValueError(f"layers[{i}]: {rest} ({head} of layers[{i}] of the Sequential)") from None
     if len(shape) != 1:
         raise ValueError(
             f"layers: expected the last layer to output a vector (k,), got shape {shape}; add Flatten() after images"
@@ -140,6 +144,7 @@ def layer_param_indices(model: Sequential) -> tuple[tuple[int, int], ...]:
 
 
 @param_shapes.register(Sequential)
+@functools.lru_cache(maxsize=256)
 def _(model: Sequential):
     return tuple(tuple(s) for layer in model.layers for s in layer_param_shapes(layer))
 
@@ -160,7 +165,8 @@ def _(model: Sequential):
 
 
 def _split(model, params):
-    return tuple(tuple(params[a:b]) for a, b in layer_param_indices(model))
+    return tuple(params[a:b] if isinstance(params, tuple) else tuple(params[a:b])
+                 for a, b in layer_param_indices(model))
 
 
 def _tangent_lead(model, tangent) -> tuple:
@@ -217,6 +223,10 @@ def mlp(sizes, activation: str = "tanh", bias: bool = True) -> Sequential:
     sizes = tuple(sizes)
     if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"sizes: expected at least two positive ints (n0, ..., nL), got {sizes!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(bias, bool):
+        raise ValueError(f"bias: expected True or False, got {bias!r}")
     act = Activation(activation)
     layers = []
     for i in range(len(sizes) - 1):
@@ -250,6 +260,9 @@ def lenet5(
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape: expected (C, H, W), got {input_shape!r}")
+    check_int(num_classes, "num_classes", lo=1)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
     c, h, w = input_shape
     if padding is None:
         p1 = 2 if min(h, w) < 32 else 0
@@ -261,7 +274,11 @@ def lenet5(
     pool_cls = AvgPool2d if pool == "avg" else MaxPool2d
     act = Activation(activation)
     head = (Conv2d(c, 6, 5, padding=p1), act, pool_cls(2), Conv2d(6, 16, 5, padding=p2), act, pool_cls(2), Flatten())
-    feat = Sequential(head, input_shape)
+    try:
+        feat = Sequential(head, input_shape)
+    except ValueError as exc:
+        raise ValueError(f"input_shape: expected an image (C, H, W) large enough for LeNet-5 with paddings "
+                         f"{(p1, p2)}, got {input_shape!r} ({exc})") from None
     n_feat = _shapes(feat)[1][0]
     tail = (Dense(n_feat, 120), act, Dense(120, 84), act, Dense(84, num_classes))
     return Sequential(head + tail, input_shape)
@@ -283,6 +300,7 @@ def _(model: Sequential, seed, xp=None, *, dtype=None, device=None, method="gaus
         raise ValueError(f"method: expected 'gaussian' or 'orthogonal', got {method!r}")
     xp = backend.namespace_by_name("numpy") if xp is None else xp
     dt = backend.float_dtype(xp, dtype)
+    gain = check_real(gain, "gain", lo=0)
     g = backend.rng(seed)
     return tuple(t for layer in model.layers
                  for t in layer_init(layer, g, xp, dtype=dt, device=device, method=method, gain=gain))
@@ -306,10 +324,13 @@ class SequentialLinearization(Linearization):
         The input activation of each layer (``inputs[0] is x``).
     caches : tuple
         Each layer's cache from :func:`~arraycurv.models.layers.layer_forward`.
+    xp : namespace
+        The array namespace of the arrays (found once, when the linearization is built).
     """
 
     inputs: tuple = ()
     caches: tuple = ()
+    xp: Any = None
 
     def jvp(self, tangent):
         return jvp_linearized(self, tangent)
@@ -324,13 +345,20 @@ class SequentialLinearization(Linearization):
 @linearize.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     """One forward pass of ``model`` at ``(params, x)`` keeping every layer's input and cache."""
+    xp = backend.namespace_of(params=tuple(params), x=x) if xp is None else xp
+    params = tuple(params)
     a = x
     inputs, caches = [], []
-    for layer, p in zip(model.layers, _split(model, params)):
-        inputs.append(a)
-        a, cache = layer_forward(layer, p, a)
-        caches.append(cache)
-    return SequentialLinearization(model, tuple(params), x, a, tuple(inputs), tuple(caches))
+    with _trusted_layers(xp):
+        for layer, p in zip(model.layers, _split(model, params)):
+            inputs.append(a)
+            a, cache = layer_forward(layer, p, a)
+            caches.append(cache)
+    return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp)
+
+
+def _lin_xp(lin):
+    return lin.xp if lin.xp is not None else backend.namespace_of(outputs=lin.outputs)
 
 
 # ------------------------------------------------------------------ as Sequential
@@ -368,14 +396,15 @@ def _forward_tangents(lin, tangent):
     dps = _split(model, tuple(tangent))
     da = None
     t_in = []
-    for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
-        t_in.append(da)
-        da = layer_jvp(layer, p, cache, dp if len(dp) else None, da)
+    with _trusted_layers(_lin_xp(lin)):
+        for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
+            t_in.append(da)
+            da = layer_jvp(layer, p, cache, dp if len(dp) else None, da)
     return tuple(t_in), da
 
 
 def _zeros_out(lin, lead):
-    xp = backend.namespace_of(outputs=lin.outputs)
+    xp = _lin_xp(lin)
     return xp.zeros(tuple(lead) + tuple(lin.outputs.shape), dtype=lin.outputs.dtype,
                     device=backend.device_of(lin.outputs))
 
@@ -396,11 +425,12 @@ def _backward(lin, cotangent, params_mode):
     ps = _split(model, lin.params)
     g = cotangent
     grads = [None] * len(model.layers)
-    for i in range(len(model.layers) - 1, -1, -1):
-        mode = params_mode if len(ps[i]) else "none"
-        if mode == "none" and i == 0:
-            break
-        g, grads[i] = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode=mode, input_grad=i > 0)
+    with _trusted_layers(_lin_xp(lin)):
+        for i in range(len(model.layers) - 1, -1, -1):
+            mode = params_mode if len(ps[i]) else "none"
+            if mode == "none" and i == 0:
+                break
+            g, grads[i] = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode=mode, input_grad=i > 0)
     return grads
 
 
@@ -439,19 +469,22 @@ def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
     ps = _split(model, lin.params)
     g = cotangent
     outs = [None] * len(model.layers)
-    for i in range(len(model.layers) - 1, -1, -1):
-        outs[i] = g
-        if i > 0:
-            g, _ = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode="none")
+    with _trusted_layers(_lin_xp(lin)):
+        for i in range(len(model.layers) - 1, -1, -1):
+            outs[i] = g
+            if i > 0:
+                g, _ = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode="none")
     return tuple(outs)
 
 
 # ---------------------------------------------------------------- generic passes
 @forward.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None):
+    xp = backend.namespace_of(params=tuple(params), x=x) if xp is None else xp
     a = x
-    for layer, p in zip(model.layers, _split(model, params)):
-        a, _ = layer_forward(layer, p, a)
+    with _trusted_layers(xp):
+        for layer, p in zip(model.layers, _split(model, params)):
+            a, _ = layer_forward(layer, p, a)
     return a
 
 
@@ -466,11 +499,11 @@ def _(model: Sequential, params, x, cotangent, *, xp=None):
     return _vjp_trusted(linearize.trusted(model, params, x, xp=xp), cotangent)
 
 
-def _loss_hvp(loss, outputs, v):
+def _loss_hvp(loss, outputs, v, xp=None):
     """Per-sample H_b v_b for v of shape (B, k) or (*lead, B, k)."""
     if v.ndim == 2:
         return loss_hessian_vp(loss, outputs, v)
-    xp = backend.namespace_of(outputs=outputs, v=v)
+    xp = backend.namespace_of(outputs=outputs, v=v) if xp is None else xp
     k = outputs.shape[-1]
     o = xp.reshape(xp.broadcast_to(outputs, tuple(v.shape)), (-1, k))
     return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
@@ -499,22 +532,23 @@ def _hvp_linearized(lin, y, v, loss):
     if jv is None:
         jv = _zeros_out(lin, lead)
     g = loss_grad(loss, lin.outputs, y) / b  # d L / d f
-    rg = _loss_hvp(loss, lin.outputs, jv) / b  # R{d L / d f} = H_l J v / B
+    xp = _lin_xp(lin)
+    rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
     ps = _split(model, lin.params)
     dps = _split(model, tuple(v))
     res = [None] * len(model.layers)
-    for i in range(len(model.layers) - 1, -1, -1):
-        layer = model.layers[i]
-        need_in = i > 0
-        dp = dps[i] if len(dps[i]) else None
-        rdx, rdp = layer_rop_vjp(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
-        res[i] = rdp
-        if need_in:
-            g, _ = layer_vjp(layer, ps[i], lin.caches[i], g, params_mode="none")
-            rg = rdx
+    with _trusted_layers(xp):
+        for i in range(len(model.layers) - 1, -1, -1):
+            layer = model.layers[i]
+            need_in = i > 0
+            dp = dps[i] if len(dps[i]) else None
+            rdx, rdp = layer_rop_vjp(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
+            res[i] = rdp
+            if need_in:
+                g, _ = layer_vjp(layer, ps[i], lin.caches[i], g, params_mode="none")
+                rg = rdx
     out = tuple(t for rdp in res for t in rdp)
     # parameters whose R-derivative does not depend on the lead axes get them broadcast
-    xp = backend.namespace_of(outputs=lin.outputs)
     return tuple(t if t.ndim == len(s) + len(lead) else xp.broadcast_to(t, tuple(lead) + tuple(s))
                  for t, s in zip(out, param_shapes(model)))
 

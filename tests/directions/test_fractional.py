@@ -378,6 +378,15 @@ def aligned_case(xp, sigmas, sigma_star, n, seed):
     return ac.DeepLinear((n,) * (len(sigmas) + 1)), params, mom, us
 
 
+def _draw_aligned(xp, depth, data, n=3):
+    """Draw singular values sigma (depth, n) and a target sigma_* (n,), and build the
+    aligned case (:func:`aligned_case`) of a depth-``depth`` network of width ``n``."""
+    sig = np.array(data.draw(st.lists(st.lists(st.floats(0.3, 2.0), min_size=n, max_size=n),
+                                      min_size=depth, max_size=depth)))
+    star = np.array(data.draw(st.lists(st.floats(0.1, 3.0), min_size=n, max_size=n)))
+    return sig, star, aligned_case(xp, sig, star, n, data.draw(seeds))
+
+
 @given(
     depth=st.integers(2, 4),
     q=st.sampled_from([1.0, 2.0, 3.0]),
@@ -385,11 +394,7 @@ def aligned_case(xp, sigmas, sigma_star, n, seed):
 )
 def test_blockdiag_singular_modes_follow_huh_eq_20_21(xp, depth, q, data):
     # sigma_i' = -sigma_Delta j_i^{1 - 2/q} / d^{1/q}: eq 20 (q=1), eq 21 (q=2), footnote 4
-    n = 3
-    sig = np.array(data.draw(st.lists(st.lists(st.floats(0.3, 2.0), min_size=n, max_size=n),
-                                      min_size=depth, max_size=depth)))
-    star = np.array(data.draw(st.lists(st.floats(0.1, 3.0), min_size=n, max_size=n)))
-    model, params, mom, us = aligned_case(xp, sig, star, n, data.draw(seeds))
+    sig, star, (model, params, mom, us) = _draw_aligned(xp, depth, data)
     d = fr.qngd_blockdiag_direction(model, params, mom, q)
     prod = np.prod(sig, axis=0)
     for i in range(depth):
@@ -403,11 +408,7 @@ def test_blockdiag_singular_modes_follow_huh_eq_20_21(xp, depth, q, data):
 @given(depth=st.integers(2, 4), q=qs, data=st.data())
 def test_full_qngd_singular_modes_follow_huh_eq_12(xp, depth, q, data):
     # sigma_i' = -sigma_Delta j_i / ||j||^{2/q} (eq 12) on aligned square networks
-    n = 3
-    sig = np.array(data.draw(st.lists(st.lists(st.floats(0.3, 2.0), min_size=n, max_size=n),
-                                      min_size=depth, max_size=depth)))
-    star = np.array(data.draw(st.lists(st.floats(0.1, 3.0), min_size=n, max_size=n)))
-    model, params, mom, us = aligned_case(xp, sig, star, n, data.draw(seeds))
+    sig, star, (model, params, mom, us) = _draw_aligned(xp, depth, data)
     prod = np.prod(sig, axis=0)
     jn2 = np.sum((prod / sig) ** 2, axis=0)
     for form in ("full", "map"):

@@ -9,23 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from arraycurv import backend
-from arraycurv.models.layers import (
-    ACTIVATIONS,
-    Activation,
-    AvgPool2d,
-    Conv2d,
-    Dense,
-    Flatten,
-    LayerNorm,
-    MaxPool2d,
-    activation_derivatives,
-    layer_forward,
-    layer_jvp,
-    layer_output_shape,
-    layer_param_shapes,
-    layer_rop_vjp,
-    layer_vjp,
-)
+from arraycurv.models import layers as L
+from arraycurv.models.layers import Activation, AvgPool2d, Conv2d, Dense, Flatten, LayerNorm, MaxPool2d, layer_forward
 from tests.helpers import assert_close, assert_like, assert_tree_close, dtypes, seeds
 from tests.references.layers import act_ref, conv_ref, near_kink, pool_ref
 
@@ -77,7 +62,7 @@ def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool"
         n_in, n_out = draw(st.integers(1, 8)), draw(st.integers(1, 8))
         layer, in_shape = Dense(n_in, n_out, bias=draw(st.booleans())), (n_in,)
     elif kind == "activation":
-        layer = Activation(draw(st.sampled_from(ACTIVATIONS)))
+        layer = Activation(draw(st.sampled_from(L.ACTIVATIONS)))
         in_shape = draw(st.sampled_from([(5,), (2, 3, 3)]))
     elif kind == "conv":
         c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -105,10 +90,10 @@ def layer_cases(draw, kinds=("dense", "activation", "conv", "avgpool", "maxpool"
 
 def make_case(xp, layer, in_shape, b, dtype, seed, lead=()):
     g = np.random.default_rng(seed)
-    p = tuple(rand(g, s, xp, dtype, 0.7) for s in layer_param_shapes(layer))
+    p = tuple(rand(g, s, xp, dtype, 0.7) for s in L.layer_param_shapes(layer))
     x = rand(g, (b, *in_shape), xp, dtype)
-    out = (b, *layer_output_shape(layer, in_shape))
-    dp = tuple(rand(g, lead + s, xp, dtype) for s in layer_param_shapes(layer)) if p else None
+    out = (b, *L.layer_output_shape(layer, in_shape))
+    dp = tuple(rand(g, lead + s, xp, dtype) for s in L.layer_param_shapes(layer)) if p else None
     dx = rand(g, lead + (b, *in_shape), xp, dtype)
     dy = rand(g, out, xp, dtype)
     rdy = rand(g, lead + out, xp, dtype)
@@ -127,13 +112,13 @@ def test_dense_forward_matches_numpy(xp, seed, b, n_in, n_out, bias, dtype):
     assert_close(y, expected, like=x)
 
 
-@given(seed=seeds, name=st.sampled_from(ACTIVATIONS), dtype=dtypes)
+@given(seed=seeds, name=st.sampled_from(L.ACTIVATIONS), dtype=dtypes)
 def test_activation_values_and_derivatives(xp, seed, name, dtype):
     xn = 3.0 * np.random.default_rng(seed).standard_normal((4, 6))
     xn = np.where(np.abs(xn) < 0.05, 0.5, xn)  # keep the finite differences off relu/elu kinks
     x = backend.from_numpy(xn, xp, dtype=dtype)
     xn = np64(x)
-    y, d1, d2 = activation_derivatives(name, x)
+    y, d1, d2 = L.activation_derivatives(name, x)
     assert_close(y, act_ref(name, xn), like=x)
     # derivatives against central differences of the NumPy closed forms (float64)
     assert_close(d1, (act_ref(name, xn + H) - act_ref(name, xn - H)) / (2 * H), like=x, rtol=FD64_RTOL[dtype])
@@ -141,7 +126,7 @@ def test_activation_values_and_derivatives(xp, seed, name, dtype):
     fd2 = (fd1(xn + 1e-3) - fd1(xn - 1e-3)) / 2e-3  # truncation ~1e-6 |phi^(4)|, roundoff ~1e-8
     assert_close(d2, fd2, like=x, rtol=1e-5 if dtype == "float64" else 5e-4, atol=1e-6)
     big = backend.from_numpy(np.array([[-800.0, 800.0]]), xp, dtype=dtype)
-    for a in activation_derivatives(name, big):
+    for a in L.activation_derivatives(name, big):
         assert bool(xp.all(xp.isfinite(a)))
 
 
@@ -153,7 +138,7 @@ def test_conv2d_forward_matches_loop(xp, data, dtype, seed):
     y, _ = layer_forward(layer, p, x)
     expected = conv_ref(np64(x), np64(p[0]), np64(p[1]) if layer.bias else None, layer.stride, layer.padding)
     assert_close(y, expected, like=x)
-    assert tuple(y.shape[1:]) == layer_output_shape(layer, in_shape)
+    assert tuple(y.shape[1:]) == L.layer_output_shape(layer, in_shape)
 
 
 @settings(max_examples=15)
@@ -178,7 +163,7 @@ def test_maxpool_ties_route_to_first_maximum(xp):
     layer = MaxPool2d(2)
     _, cache = layer_forward(layer, (), x)
     dy = backend.from_numpy(np.array([[[[3.0, 5.0]]]]), xp)
-    dx, _ = layer_vjp(layer, (), cache, dy)
+    dx, _ = L.layer_vjp(layer, (), cache, dy)
     expected = np.array([[[[3.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
     assert_close(dx, expected, like=x)
 
@@ -199,11 +184,11 @@ def test_layer_jvp_vjp_rop_against_finite_differences(xp, case):
 
     # JVP: d/dt f(p + t dp, x + t dx)
     jv_fd = (fwd(H) - fwd(-H)) / (2 * H)
-    jv = layer_jvp(layer, p, cache, dp, dx)
+    jv = L.layer_jvp(layer, p, cache, dp, dx)
     assert_close(jv, jv_fd, like=x, rtol=rtol)
 
     # VJP: <J^T dy, (dp, dx)> = d/dt <dy, f(p + t dp, x + t dx)>
-    gx, gp = layer_vjp(layer, p, cache, dy)
+    gx, gp = L.layer_vjp(layer, p, cache, dy)
     assert_like(gx, x, name="dx")
     assert tuple(gx.shape) == tuple(x.shape)
     lhs = vdot(gx, dx) + (vdot(gp, dp) if dp is not None else 0.0)
@@ -214,11 +199,11 @@ def test_layer_jvp_vjp_rop_against_finite_differences(xp, case):
     # R-op: d/dt vjp(p + t dp, x + t dx; dy + t rdy)
     def back(t):
         _, c = layer_forward(layer, axpy(t, dp64, p64), axpy(t, dx64, x64))
-        gx_t, gp_t = layer_vjp(layer, axpy(t, dp64, p64), c, dy64 + t * rdy64)
+        gx_t, gp_t = L.layer_vjp(layer, axpy(t, dp64, p64), c, dy64 + t * rdy64)
         return np64(gx_t), np64(gp_t)
 
     (gxp, gpp), (gxm, gpm) = back(H), back(-H)
-    rgx, rgp = layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
+    rgx, rgp = L.layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
     assert_close(rgx, (gxp - gxm) / (2 * H), like=x, rtol=rtol)
     assert_tree_close(rgp, tuple((a - c) / (2 * H) for a, c in zip(gpp, gpm)), like=x, rtol=rtol)
     assert len(rgp) == len(p)
@@ -232,8 +217,8 @@ def test_vjp_is_the_adjoint_of_the_jvp(xp, case):
     layer, in_shape, b, dtype, seed = case
     p, x, dp, dx, dy, _ = make_case(xp, layer, in_shape, b, dtype, seed)
     _, cache = layer_forward(layer, p, x)
-    jv = layer_jvp(layer, p, cache, dp, dx)
-    gx, gp = layer_vjp(layer, p, cache, dy)
+    jv = L.layer_jvp(layer, p, cache, dp, dx)
+    gx, gp = L.layer_vjp(layer, p, cache, dy)
     lhs = vdot(dy, jv)
     rhs = vdot(gx, dx) + (vdot(gp, dp) if dp is not None else 0.0)
     eps = {"float64": 2.2e-16, "float32": 1.2e-7}[dtype]
@@ -250,17 +235,17 @@ def test_leading_axes_equal_separate_passes(xp, case):
     m = 2
     p, x, dp, dx, dy, rdy = make_case(xp, layer, in_shape, b, dtype, seed, lead=(m,))
     _, cache = layer_forward(layer, p, x)
-    jv = layer_jvp(layer, p, cache, dp, dx)
+    jv = L.layer_jvp(layer, p, cache, dp, dx)
     dys = rdy  # an (m, B, ...) cotangent
-    gx, gp = layer_vjp(layer, p, cache, dys)
-    rgx, rgp = layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
+    gx, gp = L.layer_vjp(layer, p, cache, dys)
+    rgx, rgp = L.layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy)
     for i in range(m):
         dpi = None if dp is None else tuple(t[i, ...] for t in dp)
-        assert_close(jv[i, ...], layer_jvp(layer, p, cache, dpi, dx[i, ...]), like=x)
-        gxi, gpi = layer_vjp(layer, p, cache, dys[i, ...])
+        assert_close(jv[i, ...], L.layer_jvp(layer, p, cache, dpi, dx[i, ...]), like=x)
+        gxi, gpi = L.layer_vjp(layer, p, cache, dys[i, ...])
         assert_close(gx[i, ...], gxi, like=x)
         assert_tree_close(tuple(t[i, ...] for t in gp), gpi, like=x)
-        rgxi, rgpi = layer_rop_vjp(layer, p, cache, dpi, dx[i, ...], dy, rdy[i, ...])
+        rgxi, rgpi = L.layer_rop_vjp(layer, p, cache, dpi, dx[i, ...], dy, rdy[i, ...])
         assert_close(rgx[i, ...], rgxi, like=x)
         assert_tree_close(tuple(t[i, ...] for t in rgp), rgpi, like=x)
 
@@ -271,12 +256,12 @@ def test_per_sample_param_cotangents_equal_single_sample_passes(xp, case):
     layer, in_shape, b, dtype, seed = case
     p, x, _, _, dy, _ = make_case(xp, layer, in_shape, b, dtype, seed)
     _, cache = layer_forward(layer, p, x)
-    _, per = layer_vjp(layer, p, cache, dy, params_mode="per_sample")
+    _, per = L.layer_vjp(layer, p, cache, dy, params_mode="per_sample")
     for n in range(b):
         _, c1 = layer_forward(layer, p, x[n : n + 1, ...])
-        _, g1 = layer_vjp(layer, p, c1, dy[n : n + 1, ...])
+        _, g1 = L.layer_vjp(layer, p, c1, dy[n : n + 1, ...])
         assert_tree_close(tuple(t[n, ...] for t in per), g1, like=x)
-    dx_only, none = layer_vjp(layer, p, cache, dy, params_mode="none")
+    dx_only, none = L.layer_vjp(layer, p, cache, dy, params_mode="none")
     assert none is None and dx_only.shape == x.shape
 
 
@@ -284,9 +269,9 @@ def test_per_sample_param_cotangents_equal_single_sample_passes(xp, case):
 def test_conv_kernel_larger_than_padded_image_is_an_error(xp):
     layer = Conv2d(1, 2, 5, padding=1)
     with pytest.raises(ValueError, match=r"kernel_size: expected at most the padded input size \(4, 6\)"):
-        layer_output_shape(layer, (1, 2, 4))
+        L.layer_output_shape(layer, (1, 2, 4))
     x = xp.zeros((2, 1, 2, 4), dtype=xp.float64)
-    p = tuple(xp.zeros(s, dtype=xp.float64) for s in layer_param_shapes(layer))
+    p = tuple(xp.zeros(s, dtype=xp.float64) for s in L.layer_param_shapes(layer))
     with pytest.raises(ValueError, match="kernel_size"):
         layer_forward(layer, p, x)
     with pytest.raises(ValueError, match="kernel_size"):
@@ -296,7 +281,7 @@ def test_conv_kernel_larger_than_padded_image_is_an_error(xp):
 def test_wrong_input_shape_names_x_and_the_layer(xp):
     z = lambda s: xp.zeros(s, dtype=xp.float64)  # noqa: E731
     layer = Dense(4, 3)
-    p = tuple(xp.zeros(s, dtype=xp.float64) for s in layer_param_shapes(layer))
+    p = tuple(xp.zeros(s, dtype=xp.float64) for s in L.layer_param_shapes(layer))
     with pytest.raises(ValueError, match=r"x: expected shape \(\*, 4\) for the input of Dense\(n_in=4"):
         layer_forward(layer, p, xp.zeros((2, 5), dtype=xp.float64))
     with pytest.raises(ValueError, match=r"x: .*Conv2d"):
@@ -315,7 +300,7 @@ def test_params_not_matching_the_layer_name_the_tensor(xp):
         layer_forward(layer, (z((3, 4)),), x)
     _, cache = layer_forward(layer, (z((3, 4)), z((3,))), x)
     with pytest.raises(ValueError, match=r"dy: expected shape \(\.\.\., 2, 3\)"):
-        layer_vjp(layer, (z((3, 4)), z((3,))), cache, z((2, 4)))
+        L.layer_vjp(layer, (z((3, 4)), z((3,))), cache, z((2, 4)))
 
 
 def test_bad_layer_arguments():
@@ -335,6 +320,6 @@ def test_bad_layer_arguments():
         Dense(0, 3)
     with pytest.raises(ValueError, match="params_mode"):
         x = np.zeros((1, 2))
-        layer_vjp(Dense(2, 2), (np.zeros((2, 2)), np.zeros(2)), x, x, params_mode="mean")
+        L.layer_vjp(Dense(2, 2), (np.zeros((2, 2)), np.zeros(2)), x, x, params_mode="mean")
     with pytest.raises(TypeError, match="layer: layer_forward is not implemented"):
         layer_forward(object(), (), np.zeros((1, 2)))

@@ -518,19 +518,19 @@ def test_bad_inputs_raise_named_errors(xp):
 
 
 def test_bad_architectures_raise_named_errors():
-    with pytest.raises(ValueError, match=r"kernel_size: expected at most the padded input size .* \(layers\[0\]"):
+    with pytest.raises(ValueError, match=r"^layers\[0\]: expected at most the padded input size .*\(kernel_size"):
         Sequential((Conv2d(1, 2, 5, padding=1), Flatten()), (1, 2, 8))
-    with pytest.raises(ValueError, match=r"kernel_size"):
+    with pytest.raises(ValueError, match=r"^layers\[1\]: expected .*\(kernel_size of layers\[1\]"):
         Sequential((Conv2d(1, 2, 3), MaxPool2d(4), Flatten()), (1, 4, 4))
     with pytest.raises(ValueError, match=r"layers: expected the last layer to output a vector"):
         Sequential((Conv2d(1, 2, 3),), (1, 4, 4))
-    with pytest.raises(ValueError, match=r"input_shape: expected \(4,\)"):
+    with pytest.raises(ValueError, match=r"^layers\[0\]: expected \(4,\) .*\(input_shape of layers\[0\]"):
         Sequential((Dense(4, 2),), (3,))
     with pytest.raises(ValueError, match="input_shape: expected a tuple of positive ints"):
         Sequential((Dense(4, 2),), (0,))
     with pytest.raises(ValueError, match="sizes"):
         mlp((3,))
-    with pytest.raises(ValueError, match="name: expected an activation"):
+    with pytest.raises(ValueError, match=r"^activation: expected one of \(.identity.*got .swish."):
         mlp((3, 2, 1), activation="swish")
     with pytest.raises(ValueError, match="pool"):
         lenet5(pool="median")

@@ -12,20 +12,8 @@ import pytest
 import arraycurv as ac
 from arraycurv import backend
 from arraycurv.rules import EmptyState, chain, is_empty_state, is_stateless
-from arraycurv.rules.transforms import (
-    AdamState,
-    EmaState,
-    MomentumState,
-    PartitionState,
-    ScheduleCountState,
-    clip_by_norm,
-    ema,
-    momentum,
-    partition,
-    precondition,
-    scale_by_adam,
-    scale_by_lr,
-)
+from arraycurv.rules import transforms as tx
+from arraycurv.rules.transforms import clip_by_norm, ema, momentum, partition, precondition, scale_by_adam, scale_by_lr
 from tests.helpers import assert_close
 from tests.references.deep_linear import make_case, np_grad_tree, np_of
 
@@ -53,7 +41,7 @@ def test_chain_momentum_then_lr_matches_hand_sequence(xp, dtype):
     # m1 = g1; m2 = g2 + 0.5 m1 = (3.5, 0); m3 = g3 + 0.5 m2 = (1.75, 1); updates -0.1 m
     for u, expected in zip(out, [(-0.1, -0.2), (-0.35, 0.0), (-0.175, -0.1)]):
         assert_close(u[0], np.array(expected), like=params[0], rtol=1e-6)
-    assert isinstance(state[0], MomentumState) and isinstance(state[1], EmptyState)
+    assert isinstance(state[0], tx.MomentumState) and isinstance(state[1], EmptyState)
     assert_close(state[0].trace[0], np.array([1.75, 1.0]), like=params[0], rtol=1e-6)
 
 
@@ -69,7 +57,7 @@ def test_scale_by_lr_schedule_counts_steps(xp):
     rule = scale_by_lr(lambda k: 1.0 / (k + 1))
     out, state = run(rule, [tree(xp, [2.0])] * 3, params)
     assert [float(backend.to_numpy(u[0])[0]) for u in out] == pytest.approx([-2.0, -1.0, -2.0 / 3.0], rel=1e-15)
-    assert state == ScheduleCountState(3) and not is_stateless(rule)
+    assert state == tx.ScheduleCountState(3) and not is_stateless(rule)
     up, _ = run(scale_by_lr(0.25, flip_sign=False), [tree(xp, [2.0])], params)
     assert float(backend.to_numpy(up[0][0])[0]) == 0.5
     assert is_stateless(scale_by_lr(0.1))
@@ -81,7 +69,7 @@ def test_ema_with_and_without_debias(numpy_xp):
     out, state = run(ema(0.5), grads, params)
     # e1 = 1, debiased 1 / 0.5 = 2; e2 = 0.5 + 2 = 2.5, debiased 2.5 / 0.75
     assert [float(u[0][0]) for u in out] == pytest.approx([2.0, 2.5 / 0.75], rel=1e-15)
-    assert isinstance(state, EmaState) and state.count == 2
+    assert isinstance(state, tx.EmaState) and state.count == 2
     raw, _ = run(ema(0.5, debias=False), grads, params)
     assert [float(u[0][0]) for u in raw] == [1.0, 2.5]
 
@@ -99,7 +87,7 @@ def test_scale_by_adam_hand_values(numpy_xp):
     out, state = run(scale_by_adam(0.5, 0.5, 0.0), [tree(numpy_xp, [2.0]), tree(numpy_xp, [0.0])], params)
     # t=1: m=1, v=2, mhat=2, vhat=4 -> 1; t=2: m=.5, v=1, mhat=v hat*... = (2/3)/sqrt(4/3) = 1/sqrt(3)
     assert [float(u[0][0]) for u in out] == pytest.approx([1.0, 1.0 / math.sqrt(3.0)], rel=1e-14)
-    assert isinstance(state, AdamState) and state.count == 2
+    assert isinstance(state, tx.AdamState) and state.count == 2
 
 
 def test_partition_applies_a_transform_per_group(xp):
@@ -110,7 +98,7 @@ def test_partition_applies_a_transform_per_group(xp):
     # group a: -0.1 g; group b: momentum 2 then 2 + 0.5 * 2 = 3
     assert_close(out[0], (np.array([-0.1]), np.array([-2.0]), np.array([-0.3])), like=params[0], rtol=1e-12)
     assert_close(out[1], (np.array([-0.1]), np.array([-3.0]), np.array([-0.3])), like=params[0], rtol=1e-12)
-    assert isinstance(state, PartitionState) and set(state.inner_states) == {"a", "b"}
+    assert isinstance(state, tx.PartitionState) and set(state.inner_states) == {"a", "b"}
     # labels from a callable or an object with a ``labels`` tuple; a group without tensors is skipped
     class Groups:
         labels = ("a", "a", "a")
