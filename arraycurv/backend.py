@@ -254,10 +254,6 @@ def namespace_of_pairs(pairs):
     return xp
 
 
-#: The array type of the host namespace (NumPy): one device, so no device checks.
-HOST_ARRAY_TYPE = np.ndarray
-
-
 def _all_finite(xp, arrays) -> bool:
     """True if the sum of all entries of ``arrays`` (one floating dtype) is finite: then
     every entry is. False for a NaN/Inf entry, and also when the sum overflows (the
@@ -271,16 +267,6 @@ def _all_finite(xp, arrays) -> bool:
         flats = [xp.reshape(a, (-1,)) for a in arrays]
         flat = xp.concat(flats) if len(flats) > 1 else flats[0]
         return math.isfinite(float(xp.sum(flat)))
-
-
-_IGNORE = {"all": "ignore"}
-
-
-def _host_all_finite(arrays) -> bool:
-    """:func:`_all_finite` for NumPy arrays only (the caller knows their type)."""
-    with np.errstate(**_IGNORE):
-        flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
-        return math.isfinite(np.add.reduce(flat, None))
 
 
 def check_all_finite(xp, pairs) -> None:

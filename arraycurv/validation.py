@@ -422,77 +422,8 @@ def check_call(model, params, *, batch=None, x=None, tangent=None, cotangent=Non
     namespace
         The array-API namespace of the arguments.
     """
-    # The structural cache is off: in the full suite a cached verdict skipped the finiteness
-    # check of params (order-dependent; see tests/test_bad_input.py). Correctness first.
-    key = _call_key(model, params, batch, x, tangent, cotangent, loss, arrays, tangent_lead) if _USE_CACHE else None
-    if key is not None:
-        try:
-            hit = _CALL_CACHE.get(key[0])
-        except TypeError:  # an unhashable device or dtype: no cache
-            hit, key = None, None
-        if hit is not None:
-            xp, float_idx, label, host = hit
-            leaves = key[1]
-            if label is not None:  # class labels: their range depends on the values
-                _MODEL_GENERICS[3](loss, leaves[label[0]], label[1], label[2])
-            floats = [leaves[i] for i in float_idx]
-            if backend._host_all_finite(floats) if host else backend._all_finite(xp, floats):
-                return xp
-            # a NaN/Inf (or a sum that overflows): the full check names it (or passes)
-    xp, pairs, label = _check_call_full(model, params, batch, x, tangent, cotangent, loss, arrays, names,
-                                        tangent_lead)
-    if key is not None:
-        ids = {id(a): i for i, a in enumerate(key[1])}
-        float_idx = tuple(ids[id(a)] for _, a in pairs if id(a) in ids)
-        if len(float_idx) == len(pairs):  # every checked array is a leaf of the key
-            if len(_CALL_CACHE) > 1024:
-                _CALL_CACHE.clear()
-            lab = None if label is None else (ids[id(label[0])], label[1], label[2])
-            host = bool(float_idx) and all(type(a) is backend.HOST_ARRAY_TYPE for _, a in pairs)
-            _CALL_CACHE[key[0]] = (xp, float_idx, lab, host)
+    xp, _, _ = _check_call_full(model, params, batch, x, tangent, cotangent, loss, arrays, names, tangent_lead)
     return xp
-
-
-_CALL_CACHE: dict = {}
-_USE_CACHE = False
-
-
-def _call_key(model, params, batch, x, tangent, cotangent, loss, arrays, tangent_lead):
-    """``(key, leaves)`` for the cache of :func:`check_call`, or None for calls it does not
-    cover. The key holds everything the structural checks depend on (model, loss, the
-    roles given, and type, shape, dtype and device of every array); a hit skips them and
-    runs only the checks that depend on the values (finiteness, label range)."""
-    if type(params) is not tuple:
-        return None
-    leaves = list(params)
-    roles = 0
-    if batch is not None:
-        if type(batch) is not tuple or len(batch) != 2:
-            return None
-        leaves.extend(batch)
-        roles |= 1
-    if x is not None:
-        leaves.append(x)
-        roles |= 2
-    if tangent is not None:
-        if type(tangent) is not tuple:
-            return None
-        leaves.extend(tangent)
-        roles |= 4 | (len(tangent) << 4)
-    if cotangent is not None:
-        leaves.append(cotangent)
-        roles |= 8
-    extra = ()
-    if arrays:
-        extra = tuple((e[0], None if len(e) < 3 else tuple(e[2])) for e in arrays)
-        leaves.extend(e[1] for e in arrays)
-    host = backend.HOST_ARRAY_TYPE
-    try:
-        sig = tuple([(a.__class__, a.shape, a.dtype) if a.__class__ is host else
-                     (a.__class__, a.shape, a.dtype, a.device) for a in leaves])
-    except AttributeError:  # not arrays: the full check names them
-        return None
-    return (model, loss, roles, len(params), tangent_lead, extra, sig), leaves
 
 
 def _check_call_full(model, params, batch, x, tangent, cotangent, loss, arrays, names, tangent_lead):

@@ -180,9 +180,9 @@ def test_check_call_returns_the_namespace_and_checks_dtypes(xp):
 
 
 def test_cached_structure_still_checks_values(xp):
-    """A call with the shapes of an earlier valid call skips the structural checks (the
-    cache of check_call) but never the ones that depend on the values: NaN/Inf anywhere
-    and the range of class labels still raise, naming the argument."""
+    """Repeating a valid call's shapes with bad values still raises, naming the argument:
+    NaN/Inf anywhere and the range of class labels are checked on every call (guards
+    against any reuse of an earlier call's verdict)."""
     for model, params, x, y, loss in _cases(xp):
         v = ac.init_params(model, 3, xp)
         call = _calls(model, params, x, y, loss, v)
