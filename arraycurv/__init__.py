@@ -31,6 +31,9 @@ from .models import (
 )
 from .params import flatten, unflatten
 
+#: The thread policy (docs/backend.md, "BLAS threads"): ARRAYCURV_BLAS_THREADS, default 1.
+backend.apply_thread_policy()
+
 #: Subpackages imported on first use (``ac.sweeps``, ``import arraycurv.sweeps``), so that
 #: ``import arraycurv`` stays light; they register no fast form on the core generics.
 _LAZY_MODULES = ("data", "directions", "dynamics", "experiments", "linalg", "results", "rules", "sweeps", "testing")

@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "apply_thread_policy",
     "blas_threads",
     "check_all_finite",
     "check_float",
@@ -48,6 +49,7 @@ __all__ = [
     "normal",
     "orthogonal",
     "rng",
+    "set_num_threads",
     "to_device",
     "to_numpy",
     "uniform",
@@ -254,16 +256,44 @@ def namespace_of_pairs(pairs):
     return xp
 
 
+_ISFINITE = np.isfinite
+_ALL = np.logical_and.reduce
+#: NumPy arrays up to this size are checked together (one concatenation, one reduction);
+#: larger ones one by one, without the copy.
+_FUSE_SIZE = 4096
+
+
+def _is_numpy_array(x) -> bool:
+    """True for a NumPy ndarray (exactly, not a subclass or a wrapper)."""
+    return type(x) is np.ndarray
+
+
+def _all_finite_numpy(arrays) -> bool:
+    """True if every entry of the NumPy ``arrays`` is finite: ``isfinite`` never warns or
+    overflows, whatever the caller's ``np.errstate``; small arrays share one reduction."""
+    small = []
+    for a in arrays:
+        if a.size > _FUSE_SIZE:
+            if not _ALL(_ISFINITE(a), None):
+                return False
+        else:
+            small.append(a)
+    if not small:
+        return True
+    flat = np.concatenate(small, axis=None) if len(small) > 1 else small[0]
+    return bool(_ALL(_ISFINITE(flat), None))
+
+
 def _all_finite(xp, arrays) -> bool:
-    """True if the sum of all entries of ``arrays`` (one floating dtype) is finite: then
-    every entry is. False for a NaN/Inf entry, and also when the sum overflows (the
-    caller then checks array by array, :func:`check_all_finite`). One fused reduction."""
+    """True if every entry of ``arrays`` (one floating dtype) is finite, with one fused
+    reduction and one host synchronization. On other namespaces: the sum of all entries
+    is finite only if every entry is (False also when the sum overflows: the caller then
+    checks array by array, :func:`check_all_finite`)."""
     if not arrays:
         return True
+    if all(type(a) is np.ndarray for a in arrays):
+        return _all_finite_numpy(arrays)
     with np.errstate(all="ignore"):  # NaN/Inf in the sum is the answer, not a warning
-        if all(type(a) is np.ndarray for a in arrays):
-            flat = np.concatenate(arrays, axis=None) if len(arrays) > 1 else arrays[0]
-            return math.isfinite(np.add.reduce(flat, None))
         flats = [xp.reshape(a, (-1,)) for a in arrays]
         flat = xp.concat(flats) if len(flats) > 1 else flats[0]
         return math.isfinite(float(xp.sum(flat)))
@@ -509,6 +539,85 @@ class _BlasThreads:
         return False
 
 
+#: The persistent limit set by :func:`set_num_threads` (threadpoolctl limiter, threads).
+_PROCESS_THREADS: dict = {"limiter": None, "n": None, "torch": None}
+
+
+def _parse_threads(raw: str):
+    """``ARRAYCURV_BLAS_THREADS``: a positive integer, or ``keep`` (leave the pools alone)."""
+    if raw.strip().lower() == "keep":
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{BLAS_THREADS_ENV}: expected a positive integer or 'keep', got {raw!r}")
+    return n
+
+
+def set_num_threads(n: int | None) -> int | None:
+    """Set the process's BLAS threads (NumPy/SciPy via threadpoolctl, and PyTorch's intra-op
+    pool when it is imported) to ``n`` until changed again; ``None`` restores the limits the
+    process had before the first call. Returns the previous setting (None: not set).
+
+    ``import arraycurv`` calls it once with ``ARRAYCURV_BLAS_THREADS`` (default 1;
+    ``keep`` leaves the pools alone): the library's thread policy (docs/backend.md, "BLAS
+    threads"). The networks here are small, and a second OpenBLAS thread gains at most
+    1.6x on an idle machine but loses up to 10x when another process competes for the
+    cores, while one thread loses at most 1.35x.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads, >= 1, or None to restore.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n: expected a positive integer or None, got {n!r}")
+    import sys
+
+    state = _PROCESS_THREADS
+    previous = state["n"]
+    torch = sys.modules.get("torch")
+    if n is None:
+        if state["limiter"] is not None:
+            state["limiter"].restore_original_limits()
+        if state["torch"] is not None and torch is not None:
+            torch.set_num_threads(state["torch"])
+        state.update(limiter=None, n=None, torch=None)
+        return previous
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of arraycurv
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        limiter = threadpool_limits(limits=n, user_api="blas")
+        if state["limiter"] is None:  # keep the first limiter: it holds the original limits
+            state["limiter"] = limiter
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        if state["torch"] is None:
+            state["torch"] = torch.get_num_threads()
+        torch.set_num_threads(n)
+    state["n"] = n
+    return previous
+
+
+def apply_thread_policy() -> int | None:
+    """Apply ``ARRAYCURV_BLAS_THREADS`` (default 1, ``keep``: leave alone) with
+    :func:`set_num_threads`; called once by ``import arraycurv``. A malformed value warns
+    and leaves the pools alone. Returns the threads set (None: left alone)."""
+    try:
+        n = _parse_threads(os.environ.get(BLAS_THREADS_ENV, "1"))
+    except ValueError as exc:
+        import warnings
+
+        warnings.warn(f"{exc}; BLAS threads left as they are", RuntimeWarning, stacklevel=2)
+        return None
+    if n is not None:
+        set_num_threads(n)
+    return n
+
+
 def blas_threads(n: int | None = None) -> _BlasThreads:
     """Context manager limiting the host BLAS (OpenBLAS, MKL, BLIS) and PyTorch's intra-op
     pool to ``n`` threads while the block runs (the library's thread policy, docs/backend.md).
@@ -537,11 +646,11 @@ def blas_threads(n: int | None = None) -> _BlasThreads:
     imported; CuPy and other device backends are unaffected.
     """
     if n is None:
-        raw = os.environ.get(BLAS_THREADS_ENV, "1")
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ValueError(f"{BLAS_THREADS_ENV}: expected a positive integer, got {raw!r}") from None
+        n = _parse_threads(os.environ.get(BLAS_THREADS_ENV, "1"))
+        if n is None:  # "keep": a context that changes nothing
+            import contextlib
+
+            return contextlib.nullcontext(None)
         name = BLAS_THREADS_ENV
     else:
         name = "n"

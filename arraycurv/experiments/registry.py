@@ -445,20 +445,17 @@ EXPERIMENTS = _Experiments()
 
 
 def blas_threads(threads: int | None):
-    """Context limiting BLAS to ``threads`` threads with threadpoolctl (the policy of
-    :func:`run_experiment`, the command line and the sweeps); ``None``, or threadpoolctl
-    missing, leaves BLAS alone."""
+    """Context limiting BLAS (and PyTorch's pool) to ``threads`` threads: the policy of
+    :func:`run_experiment`, the command line and the sweeps, i.e.
+    :func:`arraycurv.backend.blas_threads` with the error of a bad command-line value;
+    ``None`` leaves the thread pools alone."""
     import contextlib
 
     if threads is None:
         return contextlib.nullcontext()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads: expected a positive integer or None, got {threads!r}")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+    return backend.blas_threads(threads)
 
 
 def run_seeds(config: ExperimentConfig, seeds) -> list[ExperimentConfig]:
