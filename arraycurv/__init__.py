@@ -31,8 +31,10 @@ from .models import (
 )
 from .params import flatten, unflatten
 
-#: The thread policy (docs/backend.md, "BLAS threads"): ARRAYCURV_BLAS_THREADS, default 1.
+#: The process policies (docs/backend.md): BLAS threads (ARRAYCURV_BLAS_THREADS, default 1)
+#: and glibc's malloc thresholds (ARRAYCURV_MALLOC, default on).
 backend.apply_thread_policy()
+backend.apply_memory_policy()
 
 #: Subpackages imported on first use (``ac.sweeps``, ``import arraycurv.sweeps``), so that
 #: ``import arraycurv`` stays light; they register no fast form on the core generics.

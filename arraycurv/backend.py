@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "apply_memory_policy",
     "apply_thread_policy",
     "blas_threads",
     "check_all_finite",
@@ -49,6 +50,7 @@ __all__ = [
     "normal",
     "orthogonal",
     "rng",
+    "set_malloc_thresholds",
     "set_num_threads",
     "to_device",
     "to_numpy",
@@ -537,6 +539,67 @@ class _BlasThreads:
         if self._limits is not None:
             self._limits.restore_original_limits()
         return False
+
+
+#: Environment variable of the allocator policy (:func:`apply_memory_policy`).
+MALLOC_ENV = "ARRAYCURV_MALLOC"
+#: glibc ``mallopt`` parameters: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def set_malloc_thresholds(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Raise glibc's ``malloc`` mmap and trim thresholds (``mallopt``) for this process.
+
+    The passes here allocate many temporaries of 0.1-30 MB per call (activations, their
+    tangents, the per-layer products). With glibc's defaults each of them above 128 KiB
+    is mapped from the OS and unmapped on release, and freed heap memory above 128 KiB
+    is returned to the OS at once, so every call page-faults its temporaries in again:
+    on the MLP 64-64-64-10 with B = 256 the gradient, GGN-vector product and HVP take
+    1.5-2.8x longer than with the thresholds raised (``benchmarks/compare_peers.py``,
+    docs/backend.md "Memory allocator"). Allocations below ``mmap_threshold`` then come
+    from the heap, and up to ``trim_threshold`` bytes of freed memory stay with the
+    process for the next call.
+
+    Parameters
+    ----------
+    mmap_threshold, trim_threshold : int
+        Bytes, >= 128 KiB (glibc's default).
+
+    Returns
+    -------
+    bool
+        True if glibc accepted both settings; False where there is no glibc (macOS,
+        Windows, musl), which leaves the allocator as it is.
+    """
+    for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (128 << 10):
+            raise ValueError(f"{name}: expected an integer number of bytes >= 131072, got {value!r}")
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # no glibc
+        return False
+    ok_mmap = mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+    ok_trim = mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+    return bool(ok_mmap) and bool(ok_trim)
+
+
+def apply_memory_policy() -> bool:
+    """Apply ``ARRAYCURV_MALLOC`` (default ``on``: :func:`set_malloc_thresholds` with its
+    defaults; ``keep``: leave the allocator alone); called once by ``import arraycurv``.
+    Another value warns and keeps the allocator. Returns True if the thresholds were set."""
+    raw = os.environ.get(MALLOC_ENV, "on").strip().lower()
+    if raw == "keep":
+        return False
+    if raw != "on":
+        import warnings
+
+        warnings.warn(f"{MALLOC_ENV}: expected 'on' or 'keep', got {raw!r}; allocator left as it is",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return set_malloc_thresholds()
 
 
 #: The persistent limit set by :func:`set_num_threads` (threadpoolctl limiter, threads).

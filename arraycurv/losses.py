@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import array_api_compat
+
 from . import backend
 from .validation import ArgumentTypeError, check_finite, check_ndim, check_shape
 
@@ -127,15 +129,38 @@ def _(loss: MSE, outputs, targets):
 
 
 @functools.singledispatch
-def loss_hessian_vp(loss, outputs, v):
-    """Per-sample output-Hessian products H_b v_b, shape (B, k)."""
+def _loss_hessian_vp(loss, outputs, v):
+    """Trusted per-sample output-Hessian products (inputs checked by the caller)."""
     _unknown("loss_hessian_vp", loss)
 
 
-@loss_hessian_vp.register
-def _(loss: MSE, outputs, v):
-    _check_outputs(outputs, None)
+def loss_hessian_vp(loss, outputs, v):
+    """Per-sample output-Hessian products H_b v_b, shape (B, k).
+
+    ``outputs`` and ``v`` are checked (one namespace, shape (B, k) each, one real floating
+    dtype, finite values). Internal callers whose ``v`` is built from checked inputs use
+    ``loss_hessian_vp.trusted(loss, outputs, v)``, which skips the checks; a new loss
+    registers its product with ``loss_hessian_vp.register``.
+    """
+    check_ndim(outputs, 2, "outputs")
     check_shape(v, tuple(outputs.shape), "v")
+    pairs = [("outputs", outputs), ("v", v)]
+    xp = backend.namespace_of_pairs(pairs)
+    _check_outputs(outputs, xp)
+    if v.dtype != outputs.dtype:
+        raise TypeError(f"v: expected dtype {outputs.dtype} like outputs, got {v.dtype}")
+    backend.check_all_finite(xp, pairs)
+    return _loss_hessian_vp(loss, outputs, v)
+
+
+loss_hessian_vp.register = _loss_hessian_vp.register
+loss_hessian_vp.dispatch = _loss_hessian_vp.dispatch
+loss_hessian_vp.registry = _loss_hessian_vp.registry
+loss_hessian_vp.trusted = _loss_hessian_vp
+
+
+@_loss_hessian_vp.register
+def _(loss: MSE, outputs, v):
     return v
 
 
@@ -277,14 +302,12 @@ def _(loss: SoftmaxCrossEntropy, outputs, targets):
     return xp.where(hot, -q, p)
 
 
-@loss_hessian_vp.register
+@_loss_hessian_vp.register
 def _(loss: SoftmaxCrossEntropy, outputs, v):
     """H_b v_b = p_b * v_b - p_b (p_b . v_b), H_b = diag(p_b) - p_b p_b^T, evaluated as
     p * (w - p . w) with w = v - v[argmax] (the same value; no cancellation when the
     softmax saturates)."""
-    xp = backend.namespace_of(outputs=outputs, v=v)
-    _check_outputs(outputs, xp)
-    check_shape(v, tuple(outputs.shape), "v")
+    xp = array_api_compat.array_namespace(outputs, v)
     _, p, _, amax, _ = _softmax_parts(xp, outputs)
     w = v - xp.sum(xp.where(amax, v, xp.zeros_like(v)), axis=-1, keepdims=True)
     return p * (w - xp.sum(p * w, axis=-1, keepdims=True))

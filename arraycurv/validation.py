@@ -37,6 +37,7 @@ from . import backend
 __all__ = [
     "ArgumentTypeError",
     "batch_leaves",
+    "check_arrays",
     "check_call",
     "check_clip",
     "check_finite",
@@ -258,6 +259,23 @@ def check_lr(lr: Any, name: str = "lr") -> float:
 def check_clip(clip: Any, name: str = "clip") -> float | None:
     """An update-norm limit: None (no clipping) or a finite real number > 0."""
     return check_real(clip, name, lo=0, lo_open=True, allow_none=True, want="None or a finite real number > 0")
+
+
+def check_arrays(pairs) -> Any:
+    """Validate ``(name, array)`` pairs that are not a model call; return their namespace.
+
+    One namespace and device (lists and other non-arrays rejected), one real floating
+    dtype (float32 or float64, that of the first pair), finite values; the error names the
+    first misfit, e.g. ``"v: expected dtype float64 like basis, got float32"``.
+    """
+    xp = backend.namespace_of_pairs(pairs)
+    name0, a0 = pairs[0]
+    for name, a in pairs:
+        backend.check_float(a, name, xp)
+        if a.dtype != a0.dtype:
+            raise TypeError(f"{name}: expected dtype {a0.dtype} like {name0}, got {a.dtype}")
+    backend.check_all_finite(xp, pairs)
+    return xp
 
 
 # ----------------------------------------------------------------------------- the front end

@@ -125,3 +125,36 @@ def test_only_the_backend_module_imports_numpy():
     offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
                  if p.name != "backend.py" and re.search(r"^\s*(import numpy|from numpy)", p.read_text(), re.M)]
     assert offenders == [], f"modules importing numpy directly (use arraycurv.backend): {offenders}"
+
+
+# ----------------------------------------------------------------------------- allocator policy
+def test_set_malloc_thresholds_on_glibc_and_rejects_bad_sizes():
+    import platform
+
+    ok = backend.set_malloc_thresholds()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert ok is True
+    else:
+        assert ok is False
+    for bad in (0, 1000, -1, 1.5e9, True, "64M"):
+        with pytest.raises(ValueError, match=r"^mmap_threshold: expected an integer number of bytes >= 131072"):
+            backend.set_malloc_thresholds(mmap_threshold=bad)
+        with pytest.raises(ValueError, match=r"^trim_threshold: expected an integer number of bytes >= 131072"):
+            backend.set_malloc_thresholds(trim_threshold=bad)
+
+
+@pytest.mark.parametrize("value, calls, warns", [(None, 1, False), ("on", 1, False), ("ON ", 1, False),
+                                                 ("keep", 0, False), ("off", 0, True)])
+def test_apply_memory_policy_reads_the_environment(monkeypatch, value, calls, warns):
+    seen = []
+    monkeypatch.setattr(backend, "set_malloc_thresholds", lambda: seen.append(1) or True)
+    if value is None:
+        monkeypatch.delenv("ARRAYCURV_MALLOC", raising=False)
+    else:
+        monkeypatch.setenv("ARRAYCURV_MALLOC", value)
+    if warns:
+        with pytest.warns(RuntimeWarning, match="ARRAYCURV_MALLOC: expected 'on' or 'keep', got 'off'"):
+            assert backend.apply_memory_policy() is False
+    else:
+        assert backend.apply_memory_policy() is (calls == 1)
+    assert len(seen) == calls

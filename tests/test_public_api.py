@@ -22,32 +22,32 @@ import arraycurv as ac
 
 #: ``arraycurv.__all__``
 TOP_LEVEL = [
-    "DeepLinear", "LinearMoments", "MSE", "Sequential", "SoftmaxCrossEntropy", "UpdateRule", "adam",
-    "apply_direction", "backend", "bernacchia_ngd", "bernacchia_ngd_direction", "chain", "class_subspace_newton",
-    "curvature", "data", "directions", "dynamics", "experiments", "flatten", "forward", "ggn_block_diag",
-    "ggn_blocks", "ggn_matrix", "ggn_vp", "hessian_matrix", "hvp", "init_params", "integrate_rule", "jacobian",
-    "jvp", "kfac_qngd_direction", "lenet5", "linalg", "linearize", "losses", "mlp", "models", "newton_summary",
-    "ngd", "ngd_d", "param_shapes", "params", "qngd", "qngd_blockdiag", "qngd_blockdiag_direction",
-    "qngd_direction", "regularized_ngd", "regularized_ngd_direction", "results", "rules", "sgd", "sqrt_ngd",
-    "sqrt_ngd_d", "sweeps", "train", "unflatten", "validation", "value_and_grad", "vjp",
+    "DeepLinear", "LinearMoments", "MSE", "Sequential", "SoftmaxCrossEntropy", "UpdateRule", "adam", "apply_direction",
+    "backend", "bernacchia_ngd", "bernacchia_ngd_direction", "chain", "class_subspace_newton", "curvature", "data",
+    "directions", "dynamics", "experiments", "flatten", "forward", "ggn_block_diag", "ggn_blocks", "ggn_matrix",
+    "ggn_vp", "hessian_matrix", "hvp", "init_params", "integrate_rule", "jacobian", "jvp", "kfac_qngd_direction",
+    "lenet5", "linalg", "linearize", "losses", "mlp", "models", "newton_summary", "ngd", "ngd_d", "param_shapes",
+    "params", "qngd", "qngd_blockdiag", "qngd_blockdiag_direction", "qngd_direction", "regularized_ngd",
+    "regularized_ngd_direction", "results", "rules", "sgd", "sqrt_ngd", "sqrt_ngd_d", "sweeps", "train", "unflatten",
+    "validation", "value_and_grad", "vjp",
 ]
 
 #: ``arraycurv.<subpackage>.__all__``
 SUBPACKAGES = {
     "backend": [
-        "BACKENDS", "apply_thread_policy", "blas_threads", "check_all_finite", "check_float", "check_same_device", "device_of",
-        "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers", "is_array", "namespace_by_name",
-        "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal", "rng", "set_num_threads", "to_device",
-        "to_numpy", "uniform",
+        "BACKENDS", "apply_memory_policy", "apply_thread_policy", "blas_threads", "check_all_finite", "check_float",
+        "check_same_device", "device_of", "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers",
+        "is_array", "namespace_by_name", "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal",
+        "rng", "set_malloc_thresholds", "set_num_threads", "to_device", "to_numpy", "uniform",
     ],
     "curvature": [
         "ClassSubspace", "FISHER_KINDS", "FISHER_VARIANTS", "KFactors", "class_gradients", "class_subspace",
         "deep_linear", "fisher", "fisher_empirical_matrix", "fisher_empirical_vp", "fisher_exact_matrix",
         "fisher_exact_vp", "fisher_kron_factors", "fisher_mc_matrix", "fisher_mc_vp", "fisher_operator", "generic",
-        "ggn_block_diag", "ggn_blocks", "ggn_matrix", "ggn_operator", "ggn_vp", "gradient_gram", "hessian_matrix",
-        "hessian_operator", "jacobian", "kfac_block", "kron", "kron_factors", "map_jacobian", "null_space_basis",
-        "null_space_direction", "operators", "per_sample_grads", "per_sample_rows", "reduce", "sequential",
-        "subspace", "subspace_basis", "subspace_curvature", "value_and_grad",
+        "ggn_block_diag", "ggn_blocks", "ggn_matmat", "ggn_matrix", "ggn_operator", "ggn_vp", "gradient_gram",
+        "hessian_matrix", "hessian_operator", "hvp_matmat", "jacobian", "jacobian_matmat", "kfac_block", "kron",
+        "kron_factors", "map_jacobian", "null_space_basis", "null_space_direction", "operators", "per_sample_grads",
+        "per_sample_rows", "reduce", "sequential", "subspace", "subspace_basis", "subspace_curvature", "value_and_grad",
     ],
     "data": [
         "BERNACCHIA_FIG1_WIDTHS", "ClassificationData", "TeacherStudentData", "aligned_params",
@@ -57,23 +57,23 @@ SUBPACKAGES = {
         "FORMS", "bernacchia", "bernacchia_ngd_direction", "class_subspace", "class_subspace_direction",
         "class_subspace_newton_direction", "clip_direction", "fractional", "kfac", "kfac_qngd_direction",
         "qngd_blockdiag_direction", "qngd_direction", "qngd_direction_dual", "qngd_direction_full",
-        "qngd_direction_map", "regularized_ngd_direction", "subspace_newton_direction",
+        "qngd_direction_map", "qngd_direction_svd", "regularized_ngd_direction", "subspace_newton_direction",
     ],
     "dynamics": [
         "DivergenceError", "IntegrationError", "OdeSolution", "TrainResult", "integrate", "integrate_rule",
         "print_progress", "rk4_fixed", "rule_velocity", "solve_ode", "theory", "train", "training",
     ],
     "experiments": [
-        "EXPERIMENTS", "Experiment", "ExperimentConfig", "UsageError", "check_out_dir", "config_dict",
-        "config_field", "config_from_dict", "get_experiment", "huh_relu_digits", "huh_teacher_student",
-        "huh_theory", "plotting", "register_experiment", "registry", "run_experiment", "unregister_experiment",
+        "EXPERIMENTS", "Experiment", "ExperimentConfig", "UsageError", "check_out_dir", "config_dict", "config_field",
+        "config_from_dict", "get_experiment", "huh_relu_digits", "huh_teacher_student", "huh_theory", "plotting",
+        "register_experiment", "registry", "run_experiment", "unregister_experiment",
     ],
     "linalg": [
-        "block_lanczos", "complement_project", "fraction_in_span", "hutchinson_trace", "hutchpp_trace", "kron",
-        "kron_matvec", "kron_psd_power_apply", "kron_solve", "kronecker", "lanczos", "lowrank",
-        "orthonormal_basis", "pinv_power", "powers", "principal_angles", "project", "psd_power", "slq",
-        "slq_trace", "solve_generalized_sylvester", "solve_sylvester", "spectral", "spectral_density",
-        "stack_directions", "subspace_overlap", "subspaces", "sylvester",
+        "PowerInfo", "block_lanczos", "complement_project", "fraction_in_span", "hutchinson_trace", "hutchpp_trace",
+        "kron", "kron_matvec", "kron_psd_power_apply", "kron_solve", "kronecker", "lanczos", "lowrank",
+        "orthonormal_basis", "pinv_power", "powers", "principal_angles", "project", "psd_power", "slq", "slq_trace",
+        "solve_generalized_sylvester", "solve_sylvester", "spectral", "spectral_density", "stack_directions",
+        "subspace_overlap", "subspaces", "sylvester",
     ],
     "losses": [
         "MSE", "SoftmaxCrossEntropy", "check_target_shape", "check_targets", "loss_grad", "loss_hessian",
@@ -93,19 +93,19 @@ SUBPACKAGES = {
         "write_npz", "write_text",
     ],
     "rules": [
-        "AdamState", "EmptyState", "RULE_NAMES", "RuleSpec", "UpdateRule", "adam", "alias", "apply_direction",
-        "base", "chain", "clip_by_norm", "damping", "ema", "is_empty_state", "is_stateless", "make_rule",
-        "momentum", "ngd", "ngd_d", "partition", "precondition", "qngd", "qngd_blockdiag", "register_rule",
-        "registry", "regularized_ngd", "rule_by_name", "rule_label", "rule_names", "rule_q", "rule_spec",
-        "scale_by_adam", "scale_by_lr", "sgd", "sqrt_ngd", "sqrt_ngd_d", "transforms",
+        "AdamState", "EmptyState", "RULE_NAMES", "RuleSpec", "UpdateRule", "adam", "alias", "apply_direction", "base",
+        "chain", "clip_by_norm", "damping", "ema", "is_empty_state", "is_stateless", "make_rule", "momentum", "ngd",
+        "ngd_d", "partition", "precondition", "qngd", "qngd_blockdiag", "register_rule", "registry", "regularized_ngd",
+        "rule_by_name", "rule_label", "rule_names", "rule_q", "rule_spec", "scale_by_adam", "scale_by_lr", "sgd",
+        "sqrt_ngd", "sqrt_ngd_d", "transforms",
     ],
     "sweeps": [
         "Cell", "Sweep", "SweepLockedError", "SweepResult", "aggregate", "config_key", "format_aggregate", "grid",
         "load_records", "parse_grid", "parse_seeds", "plot_bands", "run", "run_sweep", "spawn_seeds", "stats",
     ],
     "validation": [
-        "ArgumentTypeError", "batch_leaves", "check_call", "check_clip", "check_finite", "check_int", "check_lr",
-        "check_matrix", "check_ndim", "check_nonneg", "check_params", "check_positive_int", "check_q",
+        "ArgumentTypeError", "batch_leaves", "check_arrays", "check_call", "check_clip", "check_finite", "check_int",
+        "check_lr", "check_matrix", "check_ndim", "check_nonneg", "check_params", "check_positive_int", "check_q",
         "check_rcond", "check_real", "check_shape", "check_square", "check_symmetric", "validated",
     ],
 }

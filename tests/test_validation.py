@@ -209,6 +209,23 @@ def test_cached_structure_still_checks_values(xp):
             assert check_call(model, big, x=x) is check_call(model, params, x=x)
 
 
+def test_cached_structure_sees_arrays_changed_in_place():
+    """The same array objects, mutated in place after a valid (cached) call, are checked
+    again: the cache holds the structure of a call, never a verdict on values."""
+    model = ac.mlp((3, 4, 2))
+    params = tuple(np.array(p) for p in ac.init_params(model, 0))
+    x, y = np.ones((5, 3)), np.zeros((5, 2))
+    v = tuple(np.array(p) for p in ac.init_params(model, 1))
+    for _ in range(2):
+        ac.ggn_vp(model, params, (x, y), v)
+    for arr, name in ((params[2], r"params\[2\]"), (v[3], r"v\[3\]"), (x, "batch x"), (y, "batch y")):
+        arr.flat[0] = np.nan
+        with pytest.raises(ValueError, match=rf"^{name}: expected finite values"):
+            ac.ggn_vp(model, params, (x, y), v)
+        arr.flat[0] = 0.0
+        ac.ggn_vp(model, params, (x, y), v)  # valid again
+
+
 # ----------------------------------------------------------------------------- validate once
 @pytest.fixture
 def count_check_call(monkeypatch):

@@ -20,7 +20,18 @@ from .fisher import (
     per_sample_grads,
     per_sample_rows,
 )
-from .generic import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
+from .generic import (
+    ggn_block_diag,
+    ggn_blocks,
+    ggn_matmat,
+    ggn_matrix,
+    ggn_vp,
+    hessian_matrix,
+    hvp_matmat,
+    jacobian,
+    jacobian_matmat,
+    value_and_grad,
+)
 from .kron import FISHER_KINDS, KFactors, kfac_block, kron_factors
 
 _LAZY = {"operators", "FISHER_VARIANTS", "fisher_operator", "ggn_operator", "hessian_operator"}
@@ -46,12 +57,15 @@ __all__ = [
     "generic",
     "ggn_block_diag",
     "ggn_blocks",
+    "ggn_matmat",
     "ggn_matrix",
     "ggn_operator",
     "ggn_vp",
     "hessian_matrix",
     "hessian_operator",
+    "hvp_matmat",
     "jacobian",
+    "jacobian_matmat",
     "kfac_block",
     "kron_factors",
     "kron",

@@ -155,7 +155,7 @@ def _loss_moments(loss, batch, wbar, dwbar):
     b = x.shape[0]
     out = x @ wbar.T
     g = loss_grad(loss, out, y)
-    hjv = loss_hessian_vp(loss, out, x @ dwbar.T)
+    hjv = loss_hessian_vp.trusted(loss, out, x @ dwbar.T)
     return (g.T @ x) / b, (hjv.T @ x) / b
 
 

@@ -202,7 +202,7 @@ def fisher_exact_vp(model, params, x, v, loss=MSE()):
     """
     xp, x = _check_x(model, params, x, v)
     out, jv = jvp.trusted(model, params, x, v, xp=xp)
-    return vjp.trusted(model, params, x, loss_hessian_vp(loss, out, jv) / x.shape[0], xp=xp)
+    return vjp.trusted(model, params, x, loss_hessian_vp.trusted(loss, out, jv) / x.shape[0], xp=xp)
 
 
 # -------------------------------------------------------------------------- Monte Carlo

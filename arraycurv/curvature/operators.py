@@ -22,7 +22,11 @@ For ``Sequential`` networks that is the cached linearization: the forward pass r
 when the operator is built and every product reuses it (one tangent and one reverse
 pass per product); the default linearization of other models calls the generic
 :func:`arraycurv.jvp` / :func:`arraycurv.vjp` (or :func:`arraycurv.hvp`) per product.
-Targets of the Monte-Carlo variant are drawn once, at construction.
+Targets of the Monte-Carlo variant are drawn once, at construction. ``op.matmat(X)`` (and
+``op @ X``) for X of shape (P, k) pushes the k columns through one stacked product (the
+passes with (k, B, n) matrices, like :func:`arraycurv.curvature.ggn_matmat`) when the
+model takes stacked tangents (:func:`arraycurv.models.base.stacked_tangents`), and falls
+back to SciPy's loop over the columns otherwise.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 from scipy.sparse.linalg import LinearOperator
 
 from .. import backend
-from ..losses import MSE, loss_grad, loss_hessian_vp
-from ..models.base import linearize
+from ..losses import MSE, loss_grad
+from ..models.base import linearize, stacked_tangents
+from ..models.sequential import _loss_hvp
 from ..params import flatten, num_params, unflatten
 from ..validation import check_call, check_positive_int
 from .fisher import _mc_output_metric
@@ -47,8 +52,9 @@ FISHER_VARIANTS = ("exact", "mc", "empirical")
 class _Operator(LinearOperator):
     """A symmetric LinearOperator around a tuple-valued product ``fn(tangent)``."""
 
-    def __init__(self, fn, params, name: str):
+    def __init__(self, fn, params, name: str, batched: bool = False):
         self._fn = fn
+        self._batched = batched
         self._params = tuple(params)
         self._shapes = tuple(tuple(p.shape) for p in params)
         self._xp = backend.namespace_of(params=self._params)
@@ -64,8 +70,23 @@ class _Operator(LinearOperator):
         out = self._fn(unflatten(vec, self._shapes, "v"))
         return backend.to_numpy(flatten(out)).reshape(v.shape).astype(self.dtype, copy=False)
 
+    def _matmat(self, X):
+        """A X for X of shape (P, k): one stacked product (``fn`` of k directions at once,
+        :func:`arraycurv.curvature.ggn_matmat` style) when the model takes stacked tangents,
+        else SciPy's column loop."""
+        if not self._batched or X.ndim != 2:
+            return super()._matmat(X)
+        rows = backend.from_numpy(X.T, self._xp, dtype=self._dtype, device=self._device)  # (k, P)
+        out = self._fn(unflatten(rows, self._shapes, "X"))
+        k = X.shape[1]
+        flat = self._xp.concat([self._xp.reshape(t, (k, -1)) for t in out], axis=-1)
+        return backend.to_numpy(flat).T.astype(self.dtype, copy=False)
+
     def _rmatvec(self, v):  # every curvature matrix here is symmetric
         return self._matvec(v)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
 
     def _adjoint(self):
         return self
@@ -108,10 +129,10 @@ def ggn_operator(model, params, batch, loss=MSE()) -> LinearOperator:
     lin = linearize.trusted(model, params, x, xp=xp)
     out = lin.outputs
 
-    def fn(v):
-        return lin.vjp(loss_hessian_vp(loss, out, lin.jvp(v)) / b)
+    def fn(v):  # v may carry a leading axis k (stacked directions, ``matmat``)
+        return lin.vjp(_loss_hvp(loss, out, lin.jvp(v), xp) / b)
 
-    return _Operator(fn, params, "GGN")
+    return _Operator(fn, params, "GGN", stacked_tangents(model))
 
 
 def hessian_operator(model, params, batch, loss=MSE()) -> LinearOperator:
@@ -138,7 +159,7 @@ def hessian_operator(model, params, batch, loss=MSE()) -> LinearOperator:
     def fn(v):
         return lin.hvp(y, v, loss)
 
-    return _Operator(fn, params, "Hessian")
+    return _Operator(fn, params, "Hessian", stacked_tangents(model))
 
 
 def fisher_operator(model, params, batch, loss=MSE(), *, variant: str = "exact", num_samples: int = 1,
@@ -184,11 +205,11 @@ def fisher_operator(model, params, batch, loss=MSE(), *, variant: str = "exact",
         def fn(v):
             return lin.vjp(xp.matmul(hhat, lin.jvp(v)[..., None])[..., 0] / b)
 
-        return _Operator(fn, params, "Monte-Carlo Fisher")
+        return _Operator(fn, params, "Monte-Carlo Fisher", stacked_tangents(model))
     # empirical
     r = loss_grad(loss, lin.outputs, y)
 
     def fn(v):
-        return lin.vjp(r * xp.sum(r * lin.jvp(v), axis=-1)[:, None] / b)
+        return lin.vjp(r * xp.sum(r * lin.jvp(v), axis=-1)[..., None] / b)
 
-    return _Operator(fn, params, "empirical Fisher")
+    return _Operator(fn, params, "empirical Fisher", stacked_tangents(model))

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from ..validation import check_int
+from .. import backend
+from ..validation import ArgumentTypeError, check_int
 
 __all__ = ["Accumulator", "chunk_batch", "mean_accumulator", "reduce_chunks"]
 
@@ -66,6 +67,11 @@ def mean_accumulator(fn: Callable[[Any], Any], *, size: Callable[[Any], int] = _
     ``combine`` never write into their inputs.
     """
 
+    if not callable(fn):
+        raise ArgumentTypeError(f"fn: expected a callable chunk -> tree of means, got {type(fn).__name__}")
+    if not callable(size):
+        raise ArgumentTypeError(f"size: expected a callable chunk -> int, got {type(size).__name__}")
+
     def init():
         return None
 
@@ -93,13 +99,36 @@ def mean_accumulator(fn: Callable[[Any], Any], *, size: Callable[[Any], int] = _
 def chunk_batch(batch: Any, chunk_size: int) -> list:
     """Split ``batch`` (an array or a tuple of arrays with a common leading axis) into chunks."""
     chunk_size = check_int(chunk_size, "chunk_size", lo=1)
-    n = _batch_size(batch)
-    if n == 0:
-        raise ValueError("batch: expected at least one sample, got an empty batch")
+    n = _check_batch(batch)
     bounds = [(i, min(i + chunk_size, n)) for i in range(0, n, chunk_size)]  # in-bounds slices (strict)
     if isinstance(batch, (tuple, list)):
         return [tuple(a[i:j, ...] for a in batch) for i, j in bounds]
     return [batch[i:j, ...] for i, j in bounds]
+
+
+def _check_batch(batch) -> int:
+    """The common leading size (>= 1) of an array or a non-empty tuple of arrays."""
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("batch: expected an array or a non-empty tuple of arrays, got an empty tuple")
+        names = ("batch x", "batch y") if len(batch) == 2 else tuple(f"batch[{i}]" for i in range(len(batch)))
+        named = list(zip(names, batch))
+    else:
+        named = [("batch", batch)]
+    n = None
+    for name, a in named:
+        if not backend.is_array(a) or not hasattr(a, "shape"):
+            raise ArgumentTypeError(f"{name}: expected an array, got {type(a).__name__}")
+        if a.ndim < 1:
+            raise ValueError(f"{name}: expected an array with a leading batch axis, got shape ()")
+        if n is None:
+            n = int(a.shape[0])
+        elif int(a.shape[0]) != n:
+            raise ValueError(f"{name}: expected a leading axis of {n} samples like {named[0][0]}, "
+                             f"got shape {tuple(a.shape)}")
+    if n == 0:
+        raise ValueError(f"{named[0][0]}: expected at least one sample, got an empty batch")
+    return n
 
 
 def _update_many(acc: Accumulator, chunks: Sequence[Any]):
@@ -127,6 +156,8 @@ def reduce_chunks(acc: Accumulator, chunks: Sequence[Any], *, client: Any = None
     """
     if not isinstance(acc, Accumulator):
         raise TypeError(f"acc: expected an arraycurv.curvature.reduce.Accumulator, got {type(acc).__name__}")
+    if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+        raise ArgumentTypeError(f"chunks: expected a sequence of chunks, got {type(chunks).__name__}")
     chunks = list(chunks)
     if not chunks:
         raise ValueError("chunks: expected at least one chunk, got none")

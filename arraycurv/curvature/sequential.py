@@ -10,6 +10,10 @@ Fisher assembly, and the Sequential forms of the Fisher generics
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import array_api_extra as xpx
+
 from .. import backend
 from ..losses import MSE, loss_grad, loss_hessian_factor, loss_value
 from ..models.base import linearize, param_shapes
@@ -27,7 +31,7 @@ from ..models.sequential import (
 )
 from ..params import num_params, unflatten
 from .fisher import gradient_gram, per_sample_rows
-from .generic import ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
+from .generic import ggn_matmat, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
 
 #: only registrations (the Sequential fast forms of the curvature verbs): nothing public
 __all__: list[str] = []
@@ -51,6 +55,13 @@ def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     lin = linearize.trusted(model, params, x, xp=xp)
     jv = _jvp_trusted(lin, v)
     return _vjp_trusted(lin, _loss_hvp(loss, lin.outputs, jv) / x.shape[0])
+
+
+@ggn_matmat.register(Sequential)
+def _(model: Sequential, params, batch, V, loss=MSE(), *, xp=None):
+    """G V for k stacked directions: one forward, one tangent and one reverse pass with
+    (k, B, n) matrices per layer (the stacked form of the GGN product above)."""
+    return ggn_vp.trusted(model, params, batch, V, loss, xp=xp)
 
 
 def _flat_rows(xp, tree, m):
@@ -146,49 +157,95 @@ def _(lin: SequentialLinearization, cotangent, scale=1.0):
     return 0.5 * (f + xp.matrix_transpose(f))
 
 
-def _kron_gram(xp, lin, layers, cot, scale):
+def _kron_gram(xp, lin, layers, cot, scale, budget=2**20):
     """scale * sum_{r, b} g_rb g_rb^T (P x P) for g_rb = J_b^T cot[r, b] when every layer's
     per-sample gradient is vec_r(delta_rbl a~_bl^T) = delta_rbl (x) a~_bl (a~ with the
     homogeneous coordinate for a bias), so that block (l, m) is
 
-        scale * sum_b (sum_r delta_rbl delta_rbm^T) (x) (a~_bl a~_bm^T),
+        scale * sum_b D_b^(lm) (x) (a~_bl a~_bm^T),   D_b^(lm) = sum_r delta_rbl delta_rbm^T,
 
-    one (n_l n_m) x B times B x (n~_l n~_m) matmul per pair of layers l <= m: about
-    B P^2 flops in all instead of the 2 B m P^2 of the Gram matrix of the (B m, P) stacked
-    gradients (m = k rows of S_b for the exact Fisher). Each block is permuted to the
-    row-major order of [W, b] and split into the W and b tensors; blocks below the
-    diagonal are transposes; the block rows are concatenated once.
+    one (c n_m) x B times B x (n~_l n~_m) matmul per chunk of c output units i of layer l:
+    T[(i, j), (a, c)] = sum_b D_b[i, j] a~_bl[a] a~_bm[c]. About B P^2 flops in all
+    (the diagonal blocks only for j >= i) instead of the 2 B m P^2 of the Gram matrix of the
+    (B m, P) stacked gradients (m = k rows of S_b for the exact Fisher). Each chunk (about
+    ``budget`` elements, cache-sized) is permuted to the row-major order (i, a, j, c) of
+    [W, b], split into its W / b parts and written once into a fresh P x P result, with
+    its transpose into the mirror block (:class:`_Assembly`).
     """
     deltas = backprop_to_layer_outputs(lin, cot)  # (m, B, n_out_l) per layer
     b = lin.outputs.shape[0]
-    lay = []
+    lay, off = [], 0
     for a, i, bias in layers:
         layer, p = lin.model.layers[i], _split(lin.model, lin.params)[i]
         g = layer_kron_rows(layer, p, lin.caches[i], deltas[i])[1][..., 0, :]  # (m, B, n_out)
-        lay.append((xp.permute_dims(g, (1, 0, 2)), a, bias))  # delta as (B, m, n_out)
-    # tensors in flat order: (layer position, 0 = W / 1 = b)
-    tensors = [(pos, part) for pos, (_, _, bias) in enumerate(lay) for part in ((0, 1) if bias else (0,))]
-    blocks = {}
-    for lp, (dl, al, bl) in enumerate(lay):
-        for mp in range(lp, len(lay)):
-            dm, am, bm = lay[mp]
-            nl, nm, tl, tm = dl.shape[2], dm.shape[2], al.shape[1], am.shape[1]
-            il, im = tl - bl, tm - bm  # input widths without the homogeneous coordinate
+        n, t = g.shape[2], a.shape[1]
+        lay.append((xp.permute_dims(g, (1, 0, 2)), a, _Tensor(off, n, t - bias, bias)))  # delta (B, m, n)
+        off += n * t
+    out = _Assembly(xp, off, lin.outputs)
+    for lp, (dl, al, rl) in enumerate(lay):
+        for dm, am, rm in lay[lp:]:
+            diag = rm is rl
             d = xp.matmul(xp.matrix_transpose(dl), dm) * scale  # (B, n_l, n_m)
-            if lp == mp:  # exactly symmetric factors give an exactly symmetric diagonal block
+            if diag:  # exactly symmetric factors give an exactly symmetric diagonal block
                 d = 0.5 * (d + xp.matrix_transpose(d))
-            y = al[:, :, None] * am[:, None, :]  # (B, n~_l, n~_m)
-            t = xp.matmul(xp.matrix_transpose(xp.reshape(d, (b, nl * nm))), xp.reshape(y, (b, tl * tm)))
-            t = xp.permute_dims(xp.reshape(t, (nl, nm, tl, tm)), (0, 2, 1, 3))  # (n_l, n~_l, n_m, n~_m)
-            for rp, rows in ((0, t[:, :il, ...]), (1, t[:, il:, ...])):
-                if rp == 1 and not bl:
-                    continue
-                r = rows.shape[0] * rows.shape[1]
-                blocks[((lp, rp), (mp, 0))] = xp.reshape(rows[..., :im], (r, nm * im))
-                if bm:
-                    blocks[((lp, rp), (mp, 1))] = xp.reshape(rows[..., im:], (r, nm))
-    pieces = []
-    for ti in tensors:
-        row = [blocks[(ti, tj)] if (ti, tj) in blocks else xp.matrix_transpose(blocks[(tj, ti)]) for tj in tensors]
-        pieces.append(xp.concat(row, axis=1) if len(row) > 1 else row[0])
-    return xp.concat(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+            tl, tm = al.shape[1], am.shape[1]
+            y = xp.reshape(al[:, :, None] * am[:, None, :], (b, tl * tm))
+            c = max(1, min(rl.n, budget // (rm.n * tl * tm)))
+            for i0 in range(0, rl.n, c):
+                i1, j0 = min(rl.n, i0 + c), (i0 if diag else 0)
+                dc = xp.reshape(d[:, i0:i1, j0:], (b, (i1 - i0) * (rm.n - j0)))
+                t = xp.reshape(xp.matmul(xp.matrix_transpose(dc), y), (i1 - i0, rm.n - j0, tl, tm))
+                out.put(xp.permute_dims(t, (0, 2, 1, 3)), rl, rm, i0, j0, i1 if diag else 0)
+    return out.result
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A layer's [W (n, n_in), b (n,)] in the flat order: W at ``off``, b right after."""
+
+    off: int
+    n: int
+    n_in: int
+    bias: bool
+
+    def parts(self, i0, i1):
+        """[(row range in the flat order, slice of the homogeneous coordinate)] of units i0:i1."""
+        w = self.off + i0 * self.n_in, self.off + i1 * self.n_in
+        out = [(w, slice(0, self.n_in))]
+        if self.bias:
+            b0 = self.off + self.n * self.n_in
+            out.append(((b0 + i0, b0 + i1), slice(self.n_in, self.n_in + 1)))
+        return out
+
+
+class _Assembly:
+    """A fresh P x P result filled block by block (``array_api_extra.at``; in place for
+    writeable namespaces -- the array is ours --, functional updates otherwise)."""
+
+    def __init__(self, xp, p, like):
+        self.xp = xp
+        self.result = xp.empty((p, p), dtype=like.dtype, device=backend.device_of(like))
+        self.copy = False
+
+    def _set(self, rows, cols, value):
+        try:
+            self.result = xpx.at(self.result)[rows[0]:rows[1], cols[0]:cols[1]].set(value, copy=self.copy)
+        except ValueError:  # not writeable (e.g. JAX): functional updates
+            if self.copy is None:
+                raise
+            self.copy = None
+            self._set(rows, cols, value)
+
+    def put(self, t, rl, rm, i0, j0, mirror_from):
+        """Write t (i1 - i0, n~_l, n_m - j0, n~_m) at rows i0:i1 of ``rl``, columns j0: of
+        ``rm``, and its transpose at the mirror position for the columns j >= mirror_from
+        (all of them off the diagonal: ``mirror_from = 0``)."""
+        xp = self.xp
+        ci, cj = t.shape[0], t.shape[2]
+        for rows, sa in rl.parts(i0, i0 + ci):
+            for cols, sc in rm.parts(j0, j0 + cj):
+                blk = xp.reshape(t[:, sa, :, sc], (rows[1] - rows[0], cols[1] - cols[0]))
+                self._set(rows, cols, blk)
+                skip = (max(mirror_from - j0, 0)) * (sc.stop - sc.start)
+                if skip < blk.shape[1]:
+                    self._set((cols[0] + skip, cols[1]), rows, xp.matrix_transpose(blk[:, skip:]))

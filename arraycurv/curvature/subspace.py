@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .. import backend
-from ..linalg.subspaces import orthonormal_basis, stack_directions
-from ..losses import SoftmaxCrossEntropy, check_targets
+from ..linalg.subspaces import _direction_pairs, _stack, orthonormal_basis
+from ..losses import SoftmaxCrossEntropy
 from ..models.base import forward, hvp, linearize, param_shapes, stacked_tangents, vjp
 from ..params import unflatten
+from ..validation import ArgumentTypeError, check_arrays, check_call, check_nonneg, check_params, check_rcond
 from .generic import ggn_vp, jacobian
 
 __all__ = [
@@ -116,17 +118,22 @@ class LogitGradientDecomposition(NamedTuple):
 
 
 # ----------------------------------------------------------------------- helpers
-def _check_labels(model, params, batch, lin=None):
-    """(xp, x, y, outputs, onehot (B, C), counts (C,)) for integer labels y; the outputs
-    come from the linearization ``lin`` when given, else from a forward pass."""
+def _check_batch_type(batch):
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"batch: expected a tuple (x, y) with integer labels y, got {type(batch).__name__}")
+        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
+            type(batch).__name__
+        raise ArgumentTypeError(f"batch: expected a tuple (x, y) with integer labels y, got {got}")
+
+
+def _check_labels(model, params, batch, lin=None, xp=None):
+    """(xp, x, y, outputs, onehot (B, C), counts (C,)) for integer labels y; the outputs
+    come from the linearization ``lin`` when given, else from a forward pass. The call
+    is validated here (``params``, ``batch x``, ``batch y``) unless ``xp`` is given."""
+    if xp is None:
+        _check_batch_type(batch)
+        xp = check_call(model, params, batch=tuple(batch), loss=SoftmaxCrossEntropy())
     x, y = batch
-    xp = backend.namespace_of(params=tuple(params), x=x, y=y)
-    out = forward(model, params, x) if lin is None else lin.outputs
-    if out.shape[0] == 0:
-        raise ValueError("batch: expected at least one sample, got an empty batch")
-    check_targets(SoftmaxCrossEntropy(), out, y)
+    out = forward.trusted(model, params, x, xp=xp) if lin is None else lin.outputs
     c = out.shape[1]
     ar = xp.arange(c, device=backend.device_of(out))
     hot = xp.astype(xp.astype(y, xp.int64)[:, None] == ar[None, :], out.dtype)
@@ -139,19 +146,40 @@ def _per_class_scale(xp, hot, counts):
     return hot / xp.where(n > 0, n, xp.ones_like(n))[None, :]
 
 
+def _tree_pairs(tree, shapes, name):
+    """``(name[i], array)`` pairs of a tuple (or other sequence) of arrays with exactly ``shapes``."""
+    if isinstance(tree, Sequence) and not isinstance(tree, (str, bytes, tuple, list)) and not backend.is_array(tree):
+        tree = tuple(tree)  # e.g. the lazy gradient of arraycurv.train
+    check_params(tree, shapes, name)
+    return [(f"{name}[{i}]", t) for i, t in enumerate(tree)]
+
+
+def _coefficients(xp, directions, v):
+    s = directions[0].shape[0]
+    return sum(xp.reshape(d, (s, -1)) @ xp.reshape(t, (-1,)) for d, t in zip(directions, v))
+
+
+def _combine(xp, directions, coeffs):
+    return tuple(xp.tensordot(coeffs, d, axes=1) for d in directions)
+
+
 def subspace_coefficients(directions, v):
     """The inner products <d_s, v> of S directions (tuple of (S, *shape)) with v (a
     tuple shaped like the parameters), shape (S,)."""
-    xp = backend.namespace_of(directions=tuple(directions), v=tuple(v))
-    s = directions[0].shape[0]
-    return sum(xp.reshape(d, (s, -1)) @ xp.reshape(t, (-1,)) for d, t in zip(directions, v))
+    pairs, _ = _direction_pairs(directions, "directions")
+    pairs += _tree_pairs(v, [tuple(d.shape[1:]) for d in directions], "v")
+    return _coefficients(check_arrays(pairs), directions, v)
 
 
 def subspace_combine(directions, coeffs):
     """sum_s coeffs[..., s] d_s for S directions (tuple of (S, *shape)) and coefficients
     (S,) (a tuple shaped like the parameters) or (m, S) (with a leading axis m)."""
-    xp = backend.namespace_of(directions=tuple(directions), coeffs=coeffs)
-    return tuple(xp.tensordot(coeffs, d, axes=1) for d in directions)
+    pairs, s = _direction_pairs(directions, "directions")
+    if not backend.is_array(coeffs) or not hasattr(coeffs, "shape"):
+        raise ArgumentTypeError(f"coeffs: expected an array of shape ({s},) or (m, {s}), got {type(coeffs).__name__}")
+    if coeffs.ndim not in (1, 2) or coeffs.shape[-1] != s:
+        raise ValueError(f"coeffs: expected shape ({s},) or (m, {s}) for {s} directions, got {tuple(coeffs.shape)}")
+    return _combine(check_arrays(pairs + [("coeffs", coeffs)]), directions, coeffs)
 
 
 def _norms(xp, directions):
@@ -200,24 +228,24 @@ def _has_per_sample(lin) -> bool:
 
 def _prepare(model, params, batch, method):
     """Checked labels, the linearization (per-sample method) and the resolved method."""
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"batch: expected a tuple (x, y) with integer labels y, got {type(batch).__name__}")
+    _check_batch_type(batch)
+    xp = check_call(model, params, batch=tuple(batch), loss=SoftmaxCrossEntropy())
     lin = None
     if method == "auto":
         method = "by_class"
         n = sum(math.prod(s) for s in param_shapes(model))
-        if getattr(batch[0], "shape", (0,))[0] * n <= PER_SAMPLE_LIMIT:
-            lin = linearize(model, params, batch[0])
+        if batch[0].shape[0] * n <= PER_SAMPLE_LIMIT:
+            lin = linearize.trusted(model, params, batch[0], xp=xp)
             method = "per_sample" if _has_per_sample(lin) else "by_class"
             lin = lin if method == "per_sample" else None
     elif method == "per_sample":
-        lin = linearize(model, params, batch[0])
+        lin = linearize.trusted(model, params, batch[0], xp=xp)
         if not _has_per_sample(lin):
             raise ValueError(f"method: 'per_sample' needs a linearization with per-sample reverse passes, which "
                              f"{type(model).__name__} does not have; use 'masked' or 'by_class'")
-    return _check_labels(model, params, batch, lin), lin, method
+    return _check_labels(model, params, batch, lin, xp), lin, method
 
 
 def _class_gradients(model, params, xp, x, y, out, hot, counts, method, lin=None):
@@ -313,23 +341,42 @@ def class_subspace(model, params, batch, *, method: str = "masked") -> ClassSubs
 
 
 # ------------------------------------------------------------ the low-rank Hessian
-def _check_subspace(sub):
+def _subspace_pairs(sub):
+    """The named arrays of a :class:`ClassSubspace` (shapes checked), ``(pairs, C)``."""
     if not isinstance(sub, ClassSubspace):
         raise TypeError(f"subspace: expected a ClassSubspace from class_subspace, got {type(sub).__name__}")
-    return backend.namespace_of(vectors=sub.vectors, eigenvalues=sub.eigenvalues)
+    pairs, c = _direction_pairs(sub.vectors, "subspace.vectors")
+    shapes = [tuple(v.shape[1:]) for v in sub.vectors]
+    more, _ = _direction_pairs(sub.class_grads, "subspace.class_grads", shapes=shapes, s=c, like="subspace.vectors")
+    for name in ("eigenvalues", "weights"):
+        a = getattr(sub, name)
+        if not backend.is_array(a) or not hasattr(a, "shape"):
+            raise ArgumentTypeError(f"subspace.{name}: expected an array of shape ({c},), got {type(a).__name__}")
+        if tuple(a.shape) != (c,):
+            raise ValueError(f"subspace.{name}: expected shape ({c},) like subspace.vectors, got {tuple(a.shape)}")
+        more.append((f"subspace.{name}", a))
+    return pairs + more, shapes
+
+
+def _check_subspace(sub, v=None):
+    """Namespace of a checked subspace (and of ``v``, a tuple shaped like the parameters)."""
+    pairs, shapes = _subspace_pairs(sub)
+    if v is not None:
+        pairs += _tree_pairs(v, shapes, "v")
+    return check_arrays(pairs)
 
 
 def low_rank_hessian_matrix(subspace: ClassSubspace):
     """Materialized H_LR = sum_k lambda_k v_k v_k^T = sum_k w_k c_k c_k^T (eqs 3-4), (P, P)."""
     xp = _check_subspace(subspace)
-    v = xp.matrix_transpose(stack_directions(subspace.vectors, "subspace.vectors"))  # (C, P)
+    v = xp.matrix_transpose(_stack(xp, subspace.vectors))  # (C, P)
     return xp.matrix_transpose(v) @ (subspace.eigenvalues[:, None] * v)
 
 
 def low_rank_hessian_vp(subspace: ClassSubspace, v):
     """H_LR v = sum_k lambda_k (v_k . v) v_k (eq 4), shaped like the parameters."""
-    _check_subspace(subspace)
-    return subspace_combine(subspace.vectors, subspace.eigenvalues * subspace_coefficients(subspace.vectors, v))
+    xp = _check_subspace(subspace, v)
+    return _combine(xp, subspace.vectors, subspace.eigenvalues * _coefficients(xp, subspace.vectors, v))
 
 
 def _inverse_eigenvalues(xp, lam, rcond, damping):
@@ -347,18 +394,20 @@ def low_rank_hessian_pinv_vp(subspace: ClassSubspace, v, *, rcond: float | None 
     paper's assumption, "simply the reciprocal"). Eigenvalues ``<= rcond * max lambda``
     (default ``C * eps``) are treated as zero; ``damping`` adds to the kept ones.
     """
-    xp = _check_subspace(subspace)
+    rcond = check_rcond(rcond)
+    damping = check_nonneg(damping, "damping")
+    xp = _check_subspace(subspace, v)
     lam = subspace.eigenvalues
-    rcond = lam.shape[0] * float(xp.finfo(lam.dtype).eps) if rcond is None else float(rcond)
-    inv = _inverse_eigenvalues(xp, lam, rcond, float(damping))
-    return subspace_combine(subspace.vectors, inv * subspace_coefficients(subspace.vectors, v))
+    rcond = lam.shape[0] * float(xp.finfo(lam.dtype).eps) if rcond is None else rcond
+    inv = _inverse_eigenvalues(xp, lam, rcond, damping)
+    return _combine(xp, subspace.vectors, inv * _coefficients(xp, subspace.vectors, v))
 
 
 def class_complement_project(subspace: ClassSubspace, v):
     """P v = v - sum_k (v_k . v) v_k (eq 5), shaped like the parameters. A projector when
     the v_k are orthonormal (the paper's assumption)."""
-    _check_subspace(subspace)
-    inside = subspace_combine(subspace.vectors, subspace_coefficients(subspace.vectors, v))
+    xp = _check_subspace(subspace, v)
+    inside = _combine(xp, subspace.vectors, _coefficients(xp, subspace.vectors, v))
     return tuple(a - b for a, b in zip(v, inside))
 
 
@@ -366,9 +415,14 @@ def class_complement_project(subspace: ClassSubspace, v):
 def subspace_basis(directions, *, rcond: float | None = None) -> tuple:
     """Orthonormal basis of the span of S directions (tuple of (S, *shape)), as a tuple of
     (r, *shape) arrays, r = numerical rank (:func:`arraycurv.linalg.orthonormal_basis`)."""
-    flat = stack_directions(directions)  # (P, S)
-    xp = backend.namespace_of(directions=tuple(directions))
-    u = orthonormal_basis(flat, rcond=rcond)
+    rcond = check_rcond(rcond)
+    pairs, _ = _direction_pairs(directions, "directions")
+    xp = check_arrays(pairs)
+    return _basis(xp, directions, rcond)
+
+
+def _basis(xp, directions, rcond=None):
+    u = orthonormal_basis(_stack(xp, directions), rcond=rcond)  # (P, r)
     return unflatten(xp.matrix_transpose(u), tuple(tuple(d.shape[1:]) for d in directions), "basis")
 
 
@@ -378,32 +432,43 @@ def subspace_curvature(model, params, batch, basis, *, curvature: str = "ggn", l
 
     ``curvature`` picks K: ``"ggn"`` (G, :func:`arraycurv.ggn_vp`), ``"hessian"`` (H,
     :func:`arraycurv.hvp`) or ``"low_rank"`` (H_LR of eq 3, from ``subspace`` or computed
-    from the batch). With U an orthonormal basis of the class gradients
-    (:func:`subspace_basis`) this is the exact curvature in their span, without the
-    orthogonality assumption of Tuddenham et al. (2020) eq (4). Costs S products with K
-    (a batched one for families that stack tangents).
+    from the batch, which then needs integer labels; ``loss`` is not used). With U an
+    orthonormal basis of the class gradients (:func:`subspace_basis`) this is the exact
+    curvature in their span, without the orthogonality assumption of Tuddenham et al.
+    (2020) eq (4). Costs S products with K (a batched one for families that stack
+    tangents).
     """
-    if curvature not in CURVATURES:
+    if not isinstance(curvature, str) or curvature not in CURVATURES:
         raise ValueError(f"curvature: expected one of {CURVATURES}, got {curvature!r}")
-    xp = backend.namespace_of(params=tuple(params), basis=tuple(basis))
-    s = basis[0].shape[0]
     if curvature == "low_rank":
-        sub = class_subspace(model, params, batch) if subspace is None else subspace
-        _check_subspace(sub)
-        a = xp.stack([subspace_coefficients(basis, tuple(t[k, ...] for t in sub.class_grads))
+        _check_batch_type(batch)
+        xp = check_call(model, params, batch=tuple(batch), loss=SoftmaxCrossEntropy())
+    else:
+        xp = check_call(model, params, batch=batch, loss=None if curvature == "low_rank" else loss)
+    shapes = [tuple(p.shape) for p in params]
+    pairs, s = _direction_pairs(basis, "basis", shapes=shapes, like="params")
+    check_arrays([("params[0]", params[0])] + pairs)
+    if curvature == "low_rank":
+        if subspace is None:
+            sub = class_subspace(model, params, batch)
+        else:
+            _check_subspace(subspace)
+            sub = subspace
+        a = xp.stack([_coefficients(xp, basis, tuple(t[k, ...] for t in sub.class_grads))
                       for k in range(sub.eigenvalues.shape[0])])  # (C, S): a[k, s] = <c_k, u_s>
         m = xp.matrix_transpose(a) @ (sub.weights[:, None] * a)
     else:
         rows = _apply_curvature(xp, model, params, batch, basis, curvature, loss)
-        m = xp.stack([subspace_coefficients(basis, r) for r in rows])
+        m = xp.stack([_coefficients(xp, basis, r) for r in rows])
     return 0.5 * (m + xp.matrix_transpose(m)) if s else m
 
 
 def _apply_curvature(xp, model, params, batch, basis, curvature, loss):
-    """K u_s for every direction s, as a list of parameter tuples."""
+    """K u_s for every direction s, as a list of parameter tuples (trusted products: the
+    call was checked by :func:`subspace_curvature`)."""
     s = basis[0].shape[0]
     if curvature == "hessian" and stacked_tangents(model):
-        out = hvp(model, params, batch, tuple(basis), loss)
+        out = hvp.trusted(model, params, batch, tuple(basis), loss, xp=xp)
         return [tuple(t[i, ...] for t in out) for i in range(s)]
     fn = hvp if curvature == "hessian" else ggn_vp
-    return [fn(model, params, batch, tuple(t[i, ...] for t in basis), loss) for i in range(s)]
+    return [fn.trusted(model, params, batch, tuple(t[i, ...] for t in basis), loss, xp=xp) for i in range(s)]

@@ -60,7 +60,7 @@ from ..models.sequential import Sequential, _split, layer_param_indices
 from ..params import flatten
 from ..params.partition import Partition, check_partition, group_masks, indicator_matrix, scale_groups
 from ..validation import check_call, check_int
-from .generic import hessian_matrix, value_and_grad
+from .generic import hessian_matrix, hvp_matmat, value_and_grad
 
 __all__ = [
     "Summary",
@@ -146,21 +146,14 @@ def summary(model, params, batch, direction, partition, loss=MSE(), *, order: in
 # ----------------------------------------------------------------- default form
 @functools.singledispatch
 def _summary(model, xp, params, batch, direction, partition, loss, order):
-    """Default: one jet of order ``order`` batched over S, and ``hvp`` on the S directions."""
-    from ..models.base import hvp, stacked_tangents
-
+    """Default: one jet of order ``order`` batched over S, and ``hvp_matmat`` on the S directions."""
     x, y = batch
-    s = partition.num_groups
     v = tuple(m * u[None, ...] for m, u in zip(group_masks(partition, direction[0]), direction))
     jet = taylor(model, params, x, v, order=order)
     lj = loss_jet(loss, jet, y)
     hbar = d3 = None
     if order >= 2:
-        if stacked_tangents(model):
-            hv = hvp(model, params, batch, v, loss)
-        else:
-            cols = [hvp(model, params, batch, tuple(t[j, ...] for t in v), loss) for j in range(s)]
-            hv = tuple(xp.stack([c[i] for c in cols], axis=0) for i in range(len(v)))
+        hv = hvp_matmat.trusted(model, params, batch, v, loss, xp=xp)  # one batched pass or a loop
         hbar = _contract(xp, v, hv)
         hbar = 0.5 * (hbar + xp.matrix_transpose(hbar))
     if order >= 3:
@@ -286,7 +279,7 @@ def _forward(xp, model, params, x, direction, partition, plan, masks, order):
 def _batched_loss_hvp(xp, loss, f0, v):
     k = f0.shape[-1]
     o = xp.reshape(xp.broadcast_to(f0, tuple(v.shape)), (-1, k))
-    return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
+    return xp.reshape(loss_hessian_vp.trusted(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
 
 
 def _rows_block(xp, masks, direction, groups, a, b, rdps, plan_tensors):
@@ -520,6 +513,10 @@ def summary_taylor_terms(model, params, batch, direction, partition, eta, loss=M
     if not backend.is_array(eta) or eta.ndim < 1 or eta.shape[-1] != partition.num_groups:
         got = tuple(eta.shape) if hasattr(eta, "shape") else type(eta).__name__
         raise ValueError(f"eta: expected shape (..., {partition.num_groups}), got {got}")
+    backend.namespace_of_pairs([("params[0]", params[0]), ("eta", eta)])
+    if eta.dtype != params[0].dtype:
+        raise TypeError(f"eta: expected dtype {params[0].dtype} like params, got {eta.dtype}")
+    backend.check_all_finite(xp, [("eta", eta)])
     if eta.ndim == 1:
         v = scale_groups(direction, eta, partition)
     else:

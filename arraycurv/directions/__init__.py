@@ -1,7 +1,8 @@
 """Preconditioned descent directions (pure functions of model, params and batch).
 
-* :mod:`.fractional`: fractional q-NGD of Huh (2020) eq (12) in full, dual and map forms,
-  its block-diagonal variant and the regularized NGD of S.I.15-16;
+* :mod:`.fractional`: fractional q-NGD of Huh (2020) eq (12) in full, dual, svd (SVD of
+  the stacked Jacobian) and map forms, its block-diagonal variant and the regularized NGD
+  of S.I.15-16;
 * :mod:`.kfac`: q-NGD with Kronecker-factored curvature blocks.
 """
 
@@ -16,6 +17,7 @@ from .fractional import (
     qngd_direction_dual,
     qngd_direction_full,
     qngd_direction_map,
+    qngd_direction_svd,
     regularized_ngd_direction,
 )
 from .kfac import kfac_qngd_direction
@@ -33,6 +35,7 @@ __all__ = [
     "qngd_direction_dual",
     "qngd_direction_full",
     "qngd_direction_map",
+    "qngd_direction_svd",
     "regularized_ngd_direction",
 ]
 __all__ += ["class_subspace", "class_subspace_direction", "class_subspace_newton_direction",

@@ -56,7 +56,17 @@ from ..models.base import linearize
 from ..models.deep_linear import DeepLinear, LinearMoments, _prefixes, _suffixes, partial_products
 from ..models.layers import Dense
 from ..params import tree_vdot
-from ..validation import check_call, check_int, check_nonneg, check_rcond, check_real
+from ..validation import (
+    ArgumentTypeError,
+    check_arrays,
+    check_call,
+    check_int,
+    check_nonneg,
+    check_params,
+    check_rcond,
+    check_real,
+    check_symmetric,
+)
 
 __all__ = [
     "INVERSES",
@@ -176,7 +186,8 @@ def _check_model(model):
     for i, (layer, (a, b)) in enumerate(zip(model.layers, _seq.layer_param_indices(model))):
         if b > a and not isinstance(layer, Dense):
             raise TypeError(
-                f"model: eq (10) needs Dense layers (and parameter-free activations), got {layer!r} at layers[{i}]"
+                f"model: expected Dense layers and parameter-free activations (eq 10), got {layer!r} at "
+                f"layers[{i}]"
             )
 
 
@@ -200,6 +211,8 @@ def _prepare(model, params, batch, noise_cov, num_samples):
     k = _dense_widths(model)[-1]
     arrays = () if noise_cov is None else (("noise_cov", noise_cov, (k, k)),)
     xp = check_call(model, params, batch=batch, loss=MSE(), arrays=arrays)
+    if noise_cov is not None:
+        check_symmetric(noise_cov, "noise_cov", xp)
     if num_samples is not None:
         num_samples = check_int(num_samples, "num_samples", lo=1, want="None (closed form) or a positive integer")
     if isinstance(batch, LinearMoments) and noise_cov is not None:
@@ -454,12 +467,31 @@ def factor_inverses(factors, *, damping=0.0, inverse="direct", rcond=None, seed=
     ``"direct"`` (solve / eigendecomposition) or ``"randomized"``
     (:func:`arraycurv.linalg.lowrank.randomized_psd_inverse` at the structural rank).
     """
-    layers = factors.layers if isinstance(factors, BernacchiaFactors) else tuple(factors)
-    xp = backend.namespace_of(factors=tuple(f.error_cov for f in layers))
-    if inverse not in INVERSES:
+    if not isinstance(inverse, str) or inverse not in INVERSES:
         raise ValueError(f"inverse: expected one of {INVERSES}, got {inverse!r}")
     delta = math.sqrt(check_nonneg(damping, "damping"))
-    return _factor_inverses(xp, layers, delta, inverse, check_rcond(rcond), seed)
+    rcond = check_rcond(rcond)
+    layers, xp = _check_factors(factors)
+    return _factor_inverses(xp, layers, delta, inverse, rcond, seed)
+
+
+def _check_factors(factors):
+    """The layers of a :class:`BernacchiaFactors` (or a tuple of :class:`LayerFactors`),
+    their covariances checked (square, one namespace and dtype, finite)."""
+    name = "factors.layers" if isinstance(factors, BernacchiaFactors) else "factors"
+    layers = factors.layers if isinstance(factors, BernacchiaFactors) else factors
+    if not isinstance(layers, (tuple, list)) or not layers or not all(isinstance(f, LayerFactors) for f in layers):
+        raise ArgumentTypeError(f"factors: expected a BernacchiaFactors from bernacchia_factors (or a tuple of "
+                                f"LayerFactors), got {type(factors).__name__}")
+    pairs = []
+    for i, f in enumerate(layers):
+        for attr in ("error_cov", "input_cov"):
+            a, nm = getattr(f, attr), f"{name}[{i}].{attr}"
+            if not backend.is_array(a) or a.ndim != 2 or a.shape[0] != a.shape[1]:
+                got = tuple(a.shape) if backend.is_array(a) else type(a).__name__
+                raise ValueError(f"{nm}: expected a square matrix, got {got}")
+            pairs.append((nm, a))
+    return tuple(layers), check_arrays(pairs)
 
 
 def _factor_inverses(xp, layers, delta, inverse, rcond, seed):
@@ -507,9 +539,19 @@ def apply_factor_inverses(inverses, grads, *, alpha=1.0):
     layer.
     """
     alpha = check_real(alpha, "alpha")
-    if len(inverses) != len(grads):
-        raise ValueError(f"grads: expected {len(inverses)} layer gradients like inverses, got {len(grads)}")
-    xp = backend.namespace_of(grads=tuple(grads))
+    if not isinstance(inverses, (tuple, list)) or not inverses or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 for p in inverses):
+        raise ArgumentTypeError(f"inverses: expected a tuple of (E_inv, A_inv) pairs per layer, got "
+                                f"{type(inverses).__name__}")
+    pairs = []
+    for i, (e, a) in enumerate(inverses):
+        for nm, m in ((f"inverses[{i}][0]", e), (f"inverses[{i}][1]", a)):
+            if not backend.is_array(m) or m.ndim != 2 or m.shape[0] != m.shape[1]:
+                got = tuple(m.shape) if backend.is_array(m) else type(m).__name__
+                raise ValueError(f"{nm}: expected a square matrix, got {got}")
+            pairs.append((nm, m))
+    check_params(grads, [(e.shape[0], a.shape[0]) for e, a in inverses], "grads")
+    xp = check_arrays(pairs + [(f"grads[{i}]", g) for i, g in enumerate(grads)])
     c = alpha / len(grads)
     return tuple(-c * xp.matmul(xp.matmul(e, g), a) for (e, a), g in zip(inverses, grads))
 
@@ -584,6 +626,8 @@ def bernacchia_ngd_direction(model, params, batch, *, alpha=1.0, damping=0.0, nu
     alpha = check_real(alpha, "alpha")
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
+    if not isinstance(warn, bool):
+        raise ArgumentTypeError(f"warn: expected True or False, got {warn!r}")
     if form == "moore_penrose":
         return _moore_penrose(model, params, batch, alpha, damping, rcond, num_samples, noise_cov)
     if warn and has_bottleneck(model):
@@ -628,6 +672,14 @@ def predicted_change(grads, direction, alpha=1.0):
     Returns a 0-d array.
     """
     a = check_real(alpha, "alpha")
+    if not isinstance(grads, (tuple, list)) or not grads:
+        raise ArgumentTypeError(f"grads: expected a non-empty tuple of arrays, got {type(grads).__name__}")
+    for i, g in enumerate(grads):
+        if not backend.is_array(g) or not hasattr(g, "shape"):
+            raise ArgumentTypeError(f"grads[{i}]: expected an array, got {type(g).__name__}")
+    check_params(direction, [tuple(g.shape) for g in grads], "direction")
+    check_arrays([(f"grads[{i}]", g) for i, g in enumerate(grads)]
+                       + [(f"direction[{i}]", d) for i, d in enumerate(direction)])
     return (a - 0.5 * a * a) * tree_vdot(tuple(grads), tuple(direction))
 
 
@@ -719,7 +771,7 @@ def map_path_singularity(w0, w_star, *, alpha=1.0):
             raise ValueError(f"{name}: expected a square matrix (n, n), got {getattr(a, 'shape', type(a).__name__)}")
     if tuple(w0.shape) != tuple(w_star.shape):
         raise ValueError(f"w_star: expected shape {tuple(w0.shape)} like w0, got {tuple(w_star.shape)}")
-    xp = backend.namespace_of(w0=w0, w_star=w_star)
+    xp = check_arrays([("w0", w0), ("w_star", w_star)])
     d0, d1 = float(xp.linalg.det(w0)), float(xp.linalg.det(w_star))
     h = backend.host_namespace()
     a0, a1 = backend.to_numpy(w0).astype(h.float64), backend.to_numpy(w_star).astype(h.float64)
@@ -741,6 +793,9 @@ def check_map_path(model, params, batch, *, alpha=1.0, warn=True):
     """
     if not isinstance(model, DeepLinear):
         raise TypeError(f"model: expected a DeepLinear, got {type(model).__name__}")
+    if not isinstance(warn, bool):
+        raise ArgumentTypeError(f"warn: expected True or False, got {warn!r}")
+    check_call(model, params, batch=batch, loss=MSE())
     if len(set(model.widths)) != 1:
         return None
     zero = map_velocity(model, params, batch, alpha=1.0)  # -(W - T) for square nets

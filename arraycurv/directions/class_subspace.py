@@ -25,21 +25,24 @@ complement (the Newton part has step 1). Two variants:
 
 from __future__ import annotations
 
-import math
-from numbers import Real
+from collections.abc import Sequence
 
 from .. import backend
 from ..curvature.generic import value_and_grad
 from ..curvature.subspace import (
     CURVATURES,
+    METHODS,
+    _basis,
+    _coefficients,
+    _combine,
     _inverse_eigenvalues,
+    _tree_pairs,
     class_subspace,
-    subspace_basis,
-    subspace_coefficients,
-    subspace_combine,
     subspace_curvature,
 )
+from ..linalg.subspaces import _direction_pairs
 from ..losses import SoftmaxCrossEntropy
+from ..validation import ArgumentTypeError, check_arrays, check_call, check_lr, check_rcond, check_real, check_symmetric
 
 __all__ = [
     "VARIANTS",
@@ -52,16 +55,42 @@ __all__ = [
 VARIANTS = ("orthogonal", "exact")
 
 
-def _real(value, name, *, positive=False):
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        want = "a finite real number > 0" if positive else "a finite real number >= 0"
-        raise ValueError(f"{name}: expected {want}, got {value!r}")
-    return float(value)
+def _nonneg(value, name):
+    return check_real(value, name, lo=0, want="a finite real number >= 0")
 
 
 def _rcond(rcond, n, dtype, xp):
-    return max(n, 1) * float(xp.finfo(dtype).eps) if rcond is None else _real(rcond, "rcond")
+    return max(n, 1) * float(xp.finfo(dtype).eps) if rcond is None else rcond
+
+
+def _grads_pairs(grads, shapes=None):
+    """``(grads[i], array)`` pairs: shaped like ``shapes`` when given, else any arrays."""
+    if shapes is not None:
+        return _tree_pairs(grads, shapes, "grads")
+    if not isinstance(grads, Sequence) or isinstance(grads, str) or backend.is_array(grads) or not grads:
+        raise ArgumentTypeError(f"grads: expected a non-empty tuple of arrays, got {type(grads).__name__}")
+    for i, g in enumerate(grads):
+        if not backend.is_array(g) or not hasattr(g, "shape"):
+            raise ArgumentTypeError(f"grads[{i}]: expected an array, got {type(g).__name__}")
+    return [(f"grads[{i}]", g) for i, g in enumerate(grads)]
+
+
+def _array_pair(a, name, shape):
+    if not backend.is_array(a) or not hasattr(a, "shape"):
+        raise ArgumentTypeError(f"{name}: expected an array of shape {shape}, got {type(a).__name__}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+    return (name, a)
+
+
+def _check_directions_call(grads, dirs, dname, extra_name, extra, extra_shape):
+    """Namespace of ``grads`` (a tuple of arrays), ``dirs`` (S directions shaped like the
+    grads) and one more array, all checked; returns ``(xp, S)``."""
+    gp = _grads_pairs(grads)
+    shapes = [tuple(g.shape) for _, g in gp]
+    dp, s = _direction_pairs(dirs, dname, shapes=shapes, like="grads")
+    ep = _array_pair(extra, extra_name, extra_shape(s))
+    return check_arrays(gp + dp + [ep]), s
 
 
 def class_subspace_newton_direction(grads, vectors, eigenvalues, lr: float, *, damping: float = 0.0,
@@ -87,15 +116,13 @@ def class_subspace_newton_direction(grads, vectors, eigenvalues, lr: float, *, d
     -------
     tuple shaped like ``grads``: the step theta' - theta.
     """
-    xp = backend.namespace_of(grads=tuple(grads), vectors=tuple(vectors), eigenvalues=eigenvalues)
-    lr = _real(lr, "lr", positive=True)
-    damping = _real(damping, "damping")
-    if eigenvalues.ndim != 1 or eigenvalues.shape[0] != vectors[0].shape[0]:
-        raise ValueError(f"eigenvalues: expected shape ({vectors[0].shape[0]},) like vectors, "
-                         f"got {tuple(eigenvalues.shape)}")
+    lr = check_lr(lr)
+    damping = _nonneg(damping, "damping")
+    rcond = check_rcond(rcond)
+    xp, _ = _check_directions_call(grads, vectors, "vectors", "eigenvalues", eigenvalues, lambda s: (s,))
     inv = _inverse_eigenvalues(xp, eigenvalues, _rcond(rcond, eigenvalues.shape[0], eigenvalues.dtype, xp), damping)
-    coef = (inv - lr) * subspace_coefficients(vectors, grads)
-    inside = subspace_combine(vectors, coef)
+    coef = (inv - lr) * _coefficients(xp, vectors, grads)
+    inside = _combine(xp, vectors, coef)
     return tuple(-lr * g - a for g, a in zip(grads, inside))
 
 
@@ -110,13 +137,17 @@ def subspace_newton_direction(grads, basis, curvature, lr: float, *, damping: fl
     |mu|`` (default ``S * eps``) cut; an indefinite K_U (the Hessian) keeps its negative
     eigenvalues (the exact Newton step in the span). ``damping`` shifts the kept ones.
     """
-    xp = backend.namespace_of(grads=tuple(grads), basis=tuple(basis), curvature=curvature)
-    lr = _real(lr, "lr", positive=True)
-    damping = _real(damping, "damping")
+    lr = check_lr(lr)
+    damping = _nonneg(damping, "damping")
+    rcond = check_rcond(rcond)
+    xp, s = _check_directions_call(grads, basis, "basis", "curvature", curvature, lambda s: (s, s))
+    check_symmetric(curvature, "curvature", xp, rtol=max(1e-6, 1e3 * float(xp.finfo(curvature.dtype).eps)))
+    return _subspace_newton(xp, grads, basis, curvature, lr, damping, rcond)
+
+
+def _subspace_newton(xp, grads, basis, curvature, lr, damping, rcond):
     s = basis[0].shape[0]
-    if tuple(curvature.shape) != (s, s):
-        raise ValueError(f"curvature: expected shape ({s}, {s}) for {s} basis directions, got {tuple(curvature.shape)}")
-    gu = subspace_coefficients(basis, grads)  # U^T g
+    gu = _coefficients(xp, basis, grads)  # U^T g
     if s == 0:
         return tuple(-lr * g for g in grads)
     mu, q = xp.linalg.eigh(0.5 * (curvature + xp.matrix_transpose(curvature)))
@@ -126,7 +157,7 @@ def subspace_newton_direction(grads, basis, curvature, lr: float, *, damping: fl
     den = mu + damping
     inv = xp.where(keep, 1.0 / xp.where(keep, den, xp.ones_like(den)), xp.zeros_like(mu))
     newton = q @ (inv * (xp.matrix_transpose(q) @ gu))  # K_U^+ U^T g
-    inside = subspace_combine(basis, newton - lr * gu)
+    inside = _combine(xp, basis, newton - lr * gu)
     return tuple(-lr * g - a for g, a in zip(grads, inside))
 
 
@@ -159,15 +190,23 @@ def class_subspace_direction(model, params, batch, *, lr: float, variant: str = 
     -------
     tuple shaped like ``params``: the step theta' - theta.
     """
-    if variant not in VARIANTS:
+    lr = check_lr(lr)
+    damping = _nonneg(damping, "damping")
+    rcond = check_rcond(rcond)
+    if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
-    if curvature not in CURVATURES:
+    if not isinstance(curvature, str) or curvature not in CURVATURES:
         raise ValueError(f"curvature: expected one of {CURVATURES}, got {curvature!r}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    xp = check_call(model, params, batch=batch, loss=loss)
     if grads is None:
-        _, grads = value_and_grad(model, params, batch, loss)
+        _, grads = value_and_grad.trusted(model, params, batch, loss, xp=xp)
+    else:
+        check_arrays([("params[0]", params[0])] + _grads_pairs(grads, [tuple(p.shape) for p in params]))
     sub = class_subspace(model, params, batch, method=method)
     if variant == "orthogonal":
         return class_subspace_newton_direction(grads, sub.vectors, sub.eigenvalues, lr, damping=damping, rcond=rcond)
-    basis = subspace_basis(sub.class_grads)
+    basis = _basis(xp, sub.class_grads)
     k_u = subspace_curvature(model, params, batch, basis, curvature=curvature, loss=loss, subspace=sub)
-    return subspace_newton_direction(grads, basis, k_u, lr, damping=damping, rcond=rcond)
+    return _subspace_newton(xp, grads, basis, k_u, lr, damping, rcond)

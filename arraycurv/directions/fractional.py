@@ -9,7 +9,7 @@ with G the GGN (Huh's Hessian_+). q = 1 is natural gradient descent (NGD, eq 9),
 is sqrt-NGD, q -> inf is gradient descent (SGD, eq 4). The functions here return the
 *direction* ``d = -(G^+)^{1/q} g`` (no learning rate), shaped like ``params``.
 
-Three exact forms, which agree to rounding (tested):
+Four exact forms, which agree to rounding (tested):
 
 ``full``
     materialize the P x P GGN and apply ``psd_power(G, -1/q)`` to the flat gradient.
@@ -26,6 +26,17 @@ Three exact forms, which agree to rounding (tested):
     exactly, also with Levenberg-Marquardt damping and with the pseudo-inverse power
     (components of s in null(A A^T) = null(A^T) are annihilated by A^T). Only the
     (B k) x (B k) Gram matrix is decomposed.
+``svd``
+    the same A, decomposed itself: with the thin SVD A = U diag(sigma) V^T,
+
+        (A^T A + damping I)^{+1/q} A^T s = V diag( sigma (sigma^2 + damping)^{-1/q} ) U^T s,
+
+    the factor set to 0 where sigma^2 + damping is below the cut-off. The full and dual
+    forms decompose G = A^T A or A A^T, whose condition number is cond(A)^2: in floating
+    point they lose about log10(cond(A)) digits more than the backward-stable SVD (4-6
+    digits on ill-conditioned MLPs). The cost is of the same order as the dual form's
+    (O(B k P min(B k, P))) but 2-5x its wall time on CPU, so ``form="auto"`` never picks
+    it: ask for it on ill-conditioned problems.
 ``map``
     deep linear networks only, Huh S.I.1: d_i = -W_{>i}^T U W_{<i}^T with a map-space
     multiplier U. Write the GGN as G = J^T M J, J: dw -> dW = sum_i W_{>i} dW_i W_{<i}
@@ -49,9 +60,11 @@ Three exact forms, which agree to rounding (tested):
     it is the plain Sylvester equation W2 W2^T Lambda + Lambda W1^T W1 = R, solved with
     two eigendecompositions (:func:`arraycurv.linalg.solve_sylvester`).
 
-All three decompose matrices with the same non-zero spectrum (that of G), so the cut-off
-``rcond`` (relative to the largest eigenvalue) means the same thing in every form; its
-default is ``P * eps`` of the dtype, P the number of parameters, in every form.
+All four decompose matrices with the same non-zero spectrum (that of G; the svd form its
+square roots), so the cut-off ``rcond`` (relative to the largest eigenvalue of
+G + damping I) means the same thing in every form; its default is ``P * eps`` of the
+dtype, P the number of parameters, in every form. ``return_info=True`` returns the
+kept rank with the direction (:class:`arraycurv.linalg.powers.PowerInfo`).
 
 Also here: the block-diagonal rules NGD-d / sqrt-NGD-d / q-NGD-d (Huh eqs 19-21,
 footnote 4), the regularized NGD of Huh S.I.15, and update-speed clipping (Huh Sec. 6).
@@ -66,8 +79,9 @@ import math
 from .. import backend
 from ..curvature.deep_linear import _ggn_factors
 from ..curvature.generic import ggn_block_diag, ggn_matrix, jacobian, value_and_grad
+from ..linalg._common import _keep_above, _power_of_kept
 from ..linalg.kronecker import kron, kron_psd_power_apply
-from ..linalg.powers import psd_power
+from ..linalg.powers import PowerInfo, _power_info, _psd_power_kept, psd_power
 from ..linalg.sylvester import solve_sylvester
 from ..losses import MSE, loss_grad, loss_hessian_factor
 from ..models.base import forward, input_shape, output_shape, param_shapes
@@ -76,7 +90,6 @@ from ..params import flatten, num_params, unflatten
 from ..validation import (
     ArgumentTypeError,
     check_call,
-    check_finite,
     check_nonneg,
     check_q,
     check_rcond,
@@ -92,13 +105,14 @@ __all__ = [
     "qngd_direction_dual",
     "qngd_direction_full",
     "qngd_direction_map",
+    "qngd_direction_svd",
     "qngd_forms",
     "regularized_ngd_direction",
 ]
 
 
 #: Names accepted by ``qngd_direction(..., form=...)``.
-FORMS = ("auto", "full", "dual", "map")
+FORMS = ("auto", "full", "dual", "svd", "map")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -107,12 +121,14 @@ def _default_rcond(n: int, dtype, xp) -> float:
     return max(n, 1) * float(xp.finfo(dtype).eps)
 
 
-def _resolve(model, params, batch, loss, q, damping, rcond):
+def _resolve(model, params, batch, loss, q, damping, rcond, return_info=False):
     """The boundary of every direction: scalars, then the call (check_call); returns
     ``(xp, q, damping, rcond)`` with the default cut-off ``P * eps`` filled in."""
     q = check_q(q)
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
+    if not isinstance(return_info, bool):
+        raise ArgumentTypeError(f"return_info: expected True or False, got {type(return_info).__name__}")
     xp = check_call(model, params, batch=batch, loss=loss)
     if rcond is None:
         rcond = _default_rcond(num_params(param_shapes(model)), params[0].dtype, xp)
@@ -123,21 +139,61 @@ def _neg(tree):
     return tuple(-t for t in tree)
 
 
+def _check_derived(xp, named):
+    """Finite inputs whose loss, Jacobian or curvature overflows: raise naming ``params``
+    (the caller's argument) and saying which derived quantity (``named``) is not finite."""
+    try:
+        backend.check_all_finite(xp, named)  # one fused reduction on the fast path
+        return
+    except ValueError:
+        pass
+    for what, t in named:
+        if not bool(xp.all(xp.isfinite(t))):
+            n_bad = int(xp.sum(xp.astype(~xp.isfinite(t), xp.int64)))
+            raise ValueError(
+                f"params: expected parameters at which the {what} on batch is finite, got {n_bad} NaN/Inf "
+                f"entries in it (finite params and batch whose loss overflows)"
+            )
+
+
 def _gradient(xp, model, params, batch, loss):
     """Trusted gradient; NaN/Inf in it (finite inputs whose loss overflows) is an error."""
     _, g = value_and_grad.trusted(model, params, batch, loss, xp=xp)
-    backend.check_all_finite(xp, [(f"gradient[{i}]", t) for i, t in enumerate(g)])
+    _check_derived(xp, [(f"loss gradient for params[{i}]", t) for i, t in enumerate(g)])
     return g
 
 
+def _all_kept(size):
+    """The ``kept`` of a direction that drops nothing (q = inf: no power is taken)."""
+    return lambda: (None, size)
+
+
+def _mask_kept(keep):
+    """The ``kept`` of a direction from the mask of kept eigen/singular values."""
+    return lambda: (keep, keep.shape[0])
+
+
+def _finish(xp, out, form, rcond, return_info):
+    """``d`` or, with ``return_info``, ``(d, PowerInfo)`` from an implementation's
+    ``(d, kept)``; ``kept()`` gives the mask of kept eigen/singular values and the size."""
+    d, kept = out
+    if not return_info:
+        return d
+    keep, size = kept()
+    if keep is None:
+        return d, PowerInfo(rank=size, size=size, rcond=float(rcond), form=form, ranks=(size,))
+    return d, _power_info(keep, size, rcond, form, xp)
+
+
 # ----------------------------------------------------------------------------- full form
-def qngd_direction_full(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+def qngd_direction_full(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE(), return_info=False):
     """q-NGD direction from the materialized P x P GGN (spec 3.5(a)).
 
     ``d = -(G + damping I)^{+1/q} g`` with G = :func:`arraycurv.ggn_matrix` and g the
     gradient of the mean loss, computed by :func:`arraycurv.linalg.psd_power` on G
     (eigendecomposition; eigenvalues below ``rcond * lambda_max`` are treated as zero,
-    which gives the Moore-Penrose pseudo-inverse power of Huh (2020) Sec. 3).
+    which gives the Moore-Penrose pseudo-inverse power of Huh (2020) Sec. 3). Forming G
+    squares the condition number: on an ill-conditioned problem prefer ``"svd"``.
 
     Parameters
     ----------
@@ -152,30 +208,41 @@ def qngd_direction_full(model, params, batch, q, *, damping=0.0, rcond=None, los
         Cut-off relative to the largest eigenvalue of G; default ``P * eps``.
     loss
         :class:`arraycurv.MSE` (default) or :class:`arraycurv.SoftmaxCrossEntropy`.
+    return_info : bool
+        If True, return ``(direction, info)`` with ``info`` a
+        :class:`arraycurv.linalg.powers.PowerInfo`: ``info.rank`` eigen/singular values
+        of the decomposed matrix kept by the cut-off out of ``info.size``, the cut-off
+        ``info.rcond`` used and ``info.form``. One host synchronization. In float32 the
+        default cut-off ``P * eps`` can drop most of an ill-conditioned spectrum (the
+        dropped directions get no step); ``info.rank`` makes that visible. For
+        ``q = inf`` nothing is dropped (``info.rank == info.size``).
 
     Returns
     -------
-    tuple of arrays shaped like ``params``: the direction (no learning rate).
+    tuple of arrays shaped like ``params``: the direction (no learning rate); with
+    ``return_info=True`` the pair ``(direction, info)`` (here ``info.size = P``).
     """
-    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
-    return _full(xp, model, params, batch, q, damping, rcond, loss)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond, return_info)
+    return _finish(xp, _full(xp, model, params, batch, q, damping, rcond, loss), "full", rcond, return_info)
 
 
 def _full(xp, model, params, batch, q, damping, rcond, loss):
     g = _gradient(xp, model, params, batch, loss)
+    size = num_params(param_shapes(model))
     if math.isinf(q):
-        return _neg(g)
+        return _neg(g), _all_kept(size)
     gmat = ggn_matrix.trusted(model, params, batch, loss, xp=xp)
-    power = psd_power(gmat, -1.0 / q, rcond=rcond, damping=damping)
+    _check_derived(xp, [("GGN", gmat)])
+    power, keep = _psd_power_kept(gmat, -1.0 / q, rcond, damping, xp)
     d = xp.matmul(power, flatten(g)[:, None])[:, 0]
-    return unflatten(-d, param_shapes(model), "direction")
+    return unflatten(-d, param_shapes(model), "direction"), _mask_kept(keep)
 
 
-# ----------------------------------------------------------------------------- dual form
-def _check_dual_batch(batch):
+# ----------------------------------------------------------------------------- dual and svd forms
+def _check_dual_batch(batch, form="dual"):
     if isinstance(batch, LinearMoments):
         raise ArgumentTypeError(
-            "batch: expected a tuple (x, y) for form='dual' (per-sample Jacobians), got LinearMoments"
+            f"batch: expected a tuple (x, y) for form='{form}' (per-sample Jacobians), got LinearMoments"
         )
 
 
@@ -185,7 +252,7 @@ def _dual_factors(xp, model, params, batch, loss):
     nb = x.shape[0]
     out = forward.trusted(model, params, x, xp=xp)
     grad_out = loss_grad(loss, out, y)  # (B, k), per sample
-    check_finite(grad_out, "batch y", xp)  # finite inputs whose loss gradient overflows
+    _check_derived(xp, [("loss gradient of the outputs", grad_out)])
     jac = jacobian.trusted(model, params, x, xp=xp)  # (B, k, P)
     scale = 1.0 / math.sqrt(nb)
     if isinstance(loss, MSE):
@@ -198,10 +265,11 @@ def _dual_factors(xp, model, params, batch, loss):
     k, p = jac.shape[1], jac.shape[2]
     a = xp.reshape(a, (nb * k, p)) * scale
     s = xp.reshape(s, (nb * k,)) * scale
+    _check_derived(xp, [("Jacobian", a), ("loss gradient", s)])
     return a, s
 
 
-def qngd_direction_dual(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+def qngd_direction_dual(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE(), return_info=False):
     """q-NGD direction in the dual (kernel) form (spec 3.5(b)).
 
     With A the stacked rows ``S_b J_b / sqrt(B)`` (shape (B k, P)) and
@@ -211,29 +279,89 @@ def qngd_direction_dual(model, params, batch, q, *, damping=0.0, rcond=None, los
 
     so only the (B k) x (B k) Gram matrix is decomposed (cheaper than ``full`` when
     B k < P). The identity f(A^T A) A^T = A^T f(A A^T) holds for every function f (SVD
-    of A), which makes the damped form exact as well. Needs a batch ``(x, y)``.
+    of A), which makes the damped form exact as well. Needs a batch ``(x, y)``. Forming
+    A A^T squares the condition number; :func:`qngd_direction_svd` decomposes A itself
+    (same order of cost, slower in wall time).
 
     Parameters and return value as :func:`qngd_direction_full`; the cut-off ``rcond`` is
     relative to the largest eigenvalue of A A^T, which equals that of G (default
-    ``P * eps``, as in the other forms).
+    ``P * eps``, as in the other forms); ``info.size = B k``.
     """
-    _check_dual_batch(batch)
-    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
-    return _dual(xp, model, params, batch, q, damping, rcond, loss)
+    return _kernel_form("dual", _dual, model, params, batch, q, damping, rcond, loss, return_info)
+
+
+def _kernel_form(form, impl, model, params, batch, q, damping, rcond, loss, return_info):
+    """The public dual and svd forms: a batch (x, y), the checks, ``impl``, the info."""
+    _check_dual_batch(batch, form)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond, return_info)
+    return _finish(xp, impl(xp, model, params, batch, q, damping, rcond, loss), form, rcond, return_info)
 
 
 def _dual(xp, model, params, batch, q, damping, rcond, loss):
     a, s = _dual_factors(xp, model, params, batch, loss)
-    g = xp.matmul(xp.matrix_transpose(a), s[:, None])[:, 0]
-    check_finite(g, "gradient", xp)
     shapes = param_shapes(model)
     if math.isinf(q):
-        return unflatten(-g, shapes, "direction")
+        return _svd_gradient(xp, a, s, shapes)
     gram = xp.matmul(a, xp.matrix_transpose(a))
-    power = psd_power(gram, -1.0 / q, rcond=rcond, damping=damping)
+    _check_derived(xp, [("Gram matrix A A^T", gram)])
+    power, keep = _psd_power_kept(gram, -1.0 / q, rcond, damping, xp)
     coef = xp.matmul(power, s[:, None])
     d = xp.matmul(xp.matrix_transpose(a), coef)[:, 0]
-    return unflatten(-d, shapes, "direction")
+    return unflatten(-d, shapes, "direction"), _mask_kept(keep)
+
+
+def _svd_gradient(xp, a, s, shapes):
+    """q = inf in the dual and svd forms: ``-g = -A^T s``, nothing dropped."""
+    g = xp.matmul(xp.matrix_transpose(a), s[:, None])[:, 0]
+    _check_derived(xp, [("loss gradient", g)])
+    return unflatten(-g, shapes, "direction"), _all_kept(a.shape[1])
+
+
+def qngd_direction_svd(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE(), return_info=False):
+    """q-NGD direction from the thin SVD of the stacked Jacobian (backward stable).
+
+    With A (B k, P) and s as in :func:`qngd_direction_dual` (G = A^T A, g = A^T s) and
+    the thin SVD ``A = U diag(sigma) V^T`` (``xp.linalg.svd(full_matrices=False)``),
+
+        d = -(G + damping I)^{+1/q} g = -V diag( sigma_i (sigma_i^2 + damping)^{-1/q} ) U^T s,
+
+    with the factor set to 0 where ``sigma_i^2 + damping <= rcond * max_j (sigma_j^2 +
+    damping)``: the same cut-off, relative to the largest eigenvalue of G + damping I,
+    as the other forms (default ``P * eps``). Neither A^T A nor A A^T is formed, so the
+    condition number is not squared: the error is that of a backward-stable SVD of A,
+    where the full and dual forms lose up to ``log10(cond(A))`` more digits (see
+    ``benchmarks/bench_qngd_accuracy.py``). The SVD of a (B k, P) matrix costs
+    O(B k P min(B k, P)), the order of the dual form's Gram matrix and eigendecomposition,
+    but in wall time it is slower, so ``form="auto"`` does not pick it
+    (Householder bidiagonalization against a matrix product: 2-5x the dual form per call
+    in that benchmark, MLPs with B k = 160-320, P = 1300-2800, one CPU thread). Needs a
+    batch ``(x, y)``.
+    Huh (2020) eq 12 (q-NGD), Sec. 6 (pseudo-inverses by SVD, damping); spec 3.5(b).
+
+    Parameters and return value as :func:`qngd_direction_full`; ``info.size =
+    min(B k, P)`` (the singular values computed).
+    """
+    return _kernel_form("svd", _svd, model, params, batch, q, damping, rcond, loss, return_info)
+
+
+def _svd(xp, model, params, batch, q, damping, rcond, loss):
+    a, s = _dual_factors(xp, model, params, batch, loss)
+    shapes = param_shapes(model)
+    if math.isinf(q):
+        return _svd_gradient(xp, a, s, shapes)
+    d, keep = _svd_power_apply(xp, a, s, -1.0 / q, damping, rcond)
+    return unflatten(-d, shapes, "direction"), _mask_kept(keep)
+
+
+def _svd_power_apply(xp, a, s, p, damping, rcond):
+    """``(A^T A + damping I)^{+p} A^T s = V diag(sigma (sigma^2 + damping)^p) U^T s`` and the
+    mask of kept singular values (cut-off on sigma^2 + damping, relative to its maximum)."""
+    u, sig, vh = xp.linalg.svd(a, full_matrices=False)
+    w = sig * sig + damping  # the eigenvalues of G + damping I on range(A^T)
+    keep = _keep_above(w, rcond, xp)
+    coef = sig * _power_of_kept(w, keep, p, xp)
+    c = xp.matmul(xp.matrix_transpose(u), s[:, None])
+    return xp.matmul(xp.matrix_transpose(vh), coef[:, None] * c)[:, 0], keep
 
 
 # ----------------------------------------------------------------------------- map form
@@ -269,7 +397,7 @@ def _map_factor(xp, params, wbar, batch):
     if isinstance(batch, LinearMoments):
         sxx, syx = batch.sxx, batch.syx
         resid = xp.matmul(wbar, sxx) - syx
-        check_finite(resid, "gradient", xp)
+        _check_derived(xp, [("map-space gradient W Sxx - Syx", resid)])
         if _is_identity(sxx, xp):
             return None, resid
         half, inv_half = _sqrt_and_inverse_sqrt(sxx, xp)
@@ -277,7 +405,7 @@ def _map_factor(xp, params, wbar, batch):
     x, y = batch
     nb, n0 = x.shape
     err = xp.matmul(x, xp.matrix_transpose(wbar)) - y  # residuals E, (B, nL)
-    check_finite(err, "gradient", xp)
+    _check_derived(xp, [("residual f(x) - y", err)])
     err_t = xp.matrix_transpose(err)
     if _is_identity(xp.matmul(xp.matrix_transpose(x), x) / nb, xp):
         return None, xp.matmul(err_t, x) / nb
@@ -288,7 +416,7 @@ def _map_factor(xp, params, wbar, batch):
     return x / root, err_t / root
 
 
-def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE()):
+def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss=MSE(), return_info=False):
     """q-NGD direction of a deep linear network in map space (Huh 2020 S.I.1, spec 3.5(c)).
 
     ``d_i = -W_{>i}^T U W_{<i}^T`` (Huh eq 9 with Lambda_q in place of Lambda), where,
@@ -314,20 +442,21 @@ def qngd_direction_map(model, params, batch, q, *, damping=0.0, rcond=None, loss
     model : DeepLinear
     params : tuple of arrays
     batch : (x, y) or LinearMoments
-    q, damping, rcond, loss
-        As :func:`qngd_direction_full`; ``loss`` must be MSE.
+    q, damping, rcond, loss, return_info
+        As :func:`qngd_direction_full`; ``loss`` must be MSE. ``info.size = nL r``, the
+        size of K.
 
     Returns
     -------
-    tuple of arrays shaped like ``params``.
+    tuple of arrays shaped like ``params``; ``(direction, info)`` with ``return_info``.
     """
     if "map" not in qngd_forms(model, loss):
         if not isinstance(model, DeepLinear):
             raise ArgumentTypeError(
                 f"model: expected a DeepLinear network for form='map', got {type(model).__name__}")
         raise ArgumentTypeError(f"loss: expected MSE() for form='map' (Huh eq 1), got {loss!r}")
-    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
-    return _map(xp, model, params, batch, q, damping, rcond, loss)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond, return_info)
+    return _finish(xp, _map(xp, model, params, batch, q, damping, rcond, loss), "map", rcond, return_info)
 
 
 def _map(xp, model, params, batch, q, damping, rcond, loss):
@@ -335,6 +464,7 @@ def _map(xp, model, params, batch, q, damping, rcond, loss):
     prefix, suffix = pre_all[:-1], _suffixes(xp, params)
     c, s = _map_factor(xp, params, pre_all[-1], batch)
     n_out, r = s.shape
+    kept = _all_kept(n_out * r)
     if math.isinf(q):
         lam = s
     else:
@@ -347,16 +477,27 @@ def _map(xp, model, params, batch, q, damping, rcond, loss):
             eye = xp.eye(n_out, dtype=s.dtype, device=backend.device_of(s))
             # K = P_1 (x) I + I (x) Q_2: W2 W2^T Lam + Lam W1^T W1 = R  (Huh S.I.9-10)
             lam = solve_sylvester(ps[0] + damping * eye, qs[1], s, rcond=rcond)
+            kept = functools.partial(_sylvester_kept, xp, ps[0] + damping * eye, qs[1], rcond)
         else:
             kern = kron(ps[0], qs[0])
             for pi, qi in zip(ps[1:], qs[1:]):
                 kern = kern + kron(pi, qi)
-            power = psd_power(kern, -1.0 / q, rcond=rcond, damping=damping)
+            _check_derived(xp, [("map-space kernel K", kern)])
+            power, keep = _psd_power_kept(kern, -1.0 / q, rcond, damping, xp)
+            kept = _mask_kept(keep)
             lam = xp.reshape(xp.matmul(power, xp.reshape(s, (n_out * r, 1))), (n_out, r))
     u = lam if c is None else xp.matmul(lam, c)
-    return tuple(
+    d = tuple(
         -xp.matmul(xp.matrix_transpose(suf), xp.matmul(u, xp.matrix_transpose(pre))) for pre, suf in zip(prefix, suffix)
     )
+    return d, kept
+
+
+def _sylvester_kept(xp, a, b, rcond):
+    """Kept eigenvalues a_i + b_j of K = A (+) B under the rule of :func:`solve_sylvester`."""
+    den = xp.abs(xp.linalg.eigvalsh(a)[:, None] + xp.linalg.eigvalsh(b)[None, :])
+    keep = xp.reshape(den > rcond * xp.max(den), (-1,))
+    return keep, keep.shape[0]
 
 
 # ----------------------------------------------------------------------------- dispatcher
@@ -364,27 +505,31 @@ def _map(xp, model, params, batch, q, damping, rcond, loss):
 def qngd_forms(model, loss) -> tuple[str, ...]:
     """The exact forms of :func:`qngd_direction` that a model family supports for ``loss``.
 
-    The default is ``("full", "dual")`` (any model with the generic passes); deep linear
-    networks with the squared error add the map-space form ``"map"`` (Huh 2020 S.I.1). A
-    family registers its own list; ``form="auto"`` chooses among these.
+    The default is ``("full", "dual", "svd")`` (any model with the generic passes); deep
+    linear networks with the squared error add the map-space form ``"map"`` (Huh 2020
+    S.I.1). A family registers its own list; ``form="auto"`` chooses among these.
     """
-    return ("full", "dual")
+    return ("full", "dual", "svd")
 
 
 @qngd_forms.register(DeepLinear)
 def _(model, loss):
-    return ("full", "dual", "map") if isinstance(loss, MSE) else qngd_forms.dispatch(object)(model, loss)
+    return ("full", "dual", "svd", "map") if isinstance(loss, MSE) else qngd_forms.dispatch(object)(model, loss)
 
 
-_FORM_ORDER = {"map": 0, "dual": 1, "full": 2}
+#: Preference on ties of the decomposed size: the SVD of A before the Gram matrix A A^T
+#: (same matrix, same order of cost, no squared condition number).
+_FORM_ORDER = {"map": 0, "dual": 1, "full": 2, "svd": 3}  # ties: the faster form (svd only on request)
 
 
 def _form_size(form, model, batch):
-    """Size of the matrix each form decomposes: P (full), B k (dual), nL min(n0, B) (map)."""
+    """Size of the matrix each form decomposes: P (full), B k (dual), min(B k, P) (svd: the
+    SVD of the (B k, P) matrix A; it ties with dual or full and loses the tie, being 2-5x
+    slower in wall time), nL min(n0, B) (map)."""
     raw = not isinstance(batch, LinearMoments)
     if form == "full":
         return num_params(param_shapes(model))
-    if form == "dual":
+    if form in ("dual", "svd"):
         return batch[0].shape[0] * math.prod(output_shape(model)) if raw else None
     r = math.prod(input_shape(model))
     return math.prod(output_shape(model)) * (min(r, batch[0].shape[0]) if raw else r)
@@ -396,10 +541,11 @@ def _choose_form(model, batch, loss):
     return min(sizes, key=lambda f: (sizes[f], _FORM_ORDER[f]))
 
 
-_IMPLS = {"full": _full, "dual": _dual, "map": _map}
+_IMPLS = {"full": _full, "dual": _dual, "svd": _svd, "map": _map}
 
 
-def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=None, loss=MSE()):
+def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=None, loss=MSE(),
+                   return_info=False):
     """q-NGD direction ``d = -(G + damping I)^{+1/q} g`` (Huh 2020 eq 12; spec 3.5).
 
     q = 1 is NGD (Huh eq 9), q = 2 sqrt-NGD, q = ``math.inf`` gives -g (SGD, eq 4).
@@ -410,35 +556,48 @@ def qngd_direction(model, params, batch, q, *, form="auto", damping=0.0, rcond=N
         Model, parameters and a batch ``(x, y)`` (deep linear: or LinearMoments).
     q : float
         Fractional order >= 1.
-    form : {"auto", "full", "dual", "map"}
-        Which exact form to use (see :mod:`arraycurv.fractional`). ``"auto"`` picks the
-        one that decomposes the smallest matrix: map space (nL min(n0, B), deep linear +
-        MSE), dual (B k) or full (P), preferring map, then dual, on ties.
+    form : {"auto", "full", "dual", "svd", "map"}
+        Which exact form to use (see :mod:`arraycurv.directions.fractional`). ``"auto"``
+        picks the one that decomposes the smallest matrix: map space (nL min(n0, B),
+        deep linear + MSE), the (B k) x (B k) kernel (``"dual"``) or the P x P GGN
+        (``"full"``), preferring map, then dual, then full on ties. It never picks
+        ``"svd"``, which decomposes the same (B k, P) matrix as the dual form without
+        squaring its condition number, at 2-5x the wall time: pass ``form="svd"`` on
+        ill-conditioned problems.
     damping : float
         Levenberg-Marquardt damping >= 0.
     rcond : float, optional
         Eigenvalue cut-off relative to the largest eigenvalue of G; default ``P * eps``.
     loss
         The loss (MSE by default).
+    return_info : bool
+        If True, return ``(direction, info)``, ``info`` a
+        :class:`arraycurv.linalg.powers.PowerInfo` (kept rank, size, cut-off, and the
+        form used, also the one ``"auto"`` chose); see :func:`qngd_direction_full`.
 
     Returns
     -------
-    tuple of arrays shaped like ``params`` (no learning rate, sign included).
+    tuple of arrays shaped like ``params`` (no learning rate, sign included); with
+    ``return_info=True`` the pair ``(direction, info)``.
 
     Raises
     ------
     ValueError
         ``q`` < 1, negative ``damping``, NaN/Inf in ``params`` or the gradient, unknown
         ``form``.
+    TypeError
+        ``form="dual"`` or ``"svd"`` with a :class:`arraycurv.LinearMoments` batch,
+        ``form="map"`` for a model or loss without a map-space form.
     """
     if form not in FORMS:
         raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
     if form != "auto":
-        fn = {"full": qngd_direction_full, "dual": qngd_direction_dual, "map": qngd_direction_map}[form]
-        return fn(model, params, batch, q, damping=damping, rcond=rcond, loss=loss)
-    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond)
+        fn = {"full": qngd_direction_full, "dual": qngd_direction_dual, "svd": qngd_direction_svd,
+              "map": qngd_direction_map}[form]
+        return fn(model, params, batch, q, damping=damping, rcond=rcond, loss=loss, return_info=return_info)
+    xp, q, damping, rcond = _resolve(model, params, batch, loss, q, damping, rcond, return_info)
     form = _choose_form(model, batch, loss)
-    return _IMPLS[form](xp, model, params, batch, q, damping, rcond, loss)
+    return _finish(xp, _IMPLS[form](xp, model, params, batch, q, damping, rcond, loss), form, rcond, return_info)
 
 
 # ----------------------------------------------------------------------------- block-diagonal
@@ -449,9 +608,10 @@ def qngd_blockdiag_direction(model, params, batch, q, *, damping=0.0, rcond=None
 
         d_i = -(G_ii + damping I)^{+1/q} g_i / n^{1/q},
 
-    with G_ii the diagonal GGN block and n the number of blocks (the depth d for a deep
-    linear network). The normalization n^{1/q} makes the singular-mode dynamics exactly
-    eq 20 for q = 1 (the 1/d of eq 19), eq 21 for q = 2 (1/sqrt d) and
+    with G_ii the diagonal GGN block of tensor i and n Huh's d, the number of layers with
+    parameters (a layer's weight and bias count once: the depth for a deep linear network,
+    the same count as :func:`arraycurv.directions.kfac_qngd_direction`). The normalization
+    n^{1/q} makes the singular-mode dynamics exactly eq 20 for q = 1 (the 1/d of eq 19), eq 21 for q = 2 (1/sqrt d) and
     ``sigma_i' = -eta sigma_Delta j_i^{1-2/q} / d^{1/q}`` in general (footnote 4). For a
     deep linear network the blocks are Kronecker products G_ii = E_i (x) A_i
     (Bernacchia eq 22, :func:`arraycurv.fisher_kron_factors`) and the power is applied
@@ -469,9 +629,22 @@ def qngd_blockdiag_direction(model, params, batch, q, *, damping=0.0, rcond=None
     g = _gradient(xp, model, params, batch, loss)
     if math.isinf(q):
         return _neg(g)
-    norm = float(len(params)) ** (1.0 / q)
+    norm = float(_num_layers(model, params)) ** (1.0 / q)
     d = blockdiag_power_apply(model, params, batch, loss, g, -1.0 / q, rcond, damping, xp=xp)
     return tuple(-di / norm for di in d)
+
+
+def _num_layers(model, params) -> int:
+    """Huh's d: the number of layers with parameters (a layer's weight and bias count
+    once), the same count as K-FAC's (one Kronecker pair per layer); for a model with no
+    layer-wise form, the number of parameter tensors."""
+    from ..models.sequential import as_sequential, layer_param_indices
+
+    try:
+        seq = as_sequential(model)
+    except TypeError:
+        return len(params)
+    return sum(1 for start, stop in layer_param_indices(seq) if stop > start)
 
 
 @functools.singledispatch

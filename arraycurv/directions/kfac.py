@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 
+from .. import backend
 from ..curvature.generic import value_and_grad
 from ..curvature.kron import _check_fisher, kron_factors
 from ..linalg.kronecker import kron_psd_power_apply
 from ..losses import MSE
 from ..models.sequential import as_sequential
-from ..validation import check_call, check_finite, check_nonneg, check_q, check_rcond
+from ..validation import check_call, check_nonneg, check_q, check_rcond
 
 __all__ = ['kfac_qngd_direction']
 
@@ -71,12 +72,13 @@ def kfac_qngd_direction(model, params, batch, q, *, loss=MSE(), damping=0.0, rco
         raise ValueError(f"normalize: expected True or False, got {normalize!r}")
     as_sequential(model)  # K-FAC needs the layer-wise form: name an unsupported model first
     xp = check_call(model, params, batch=batch, loss=loss)
-    _, grad = value_and_grad(model, params, tuple(batch), loss)
-    for i, g in enumerate(grad):
-        check_finite(g, f"gradient[{i}]", xp)
+    _, grad = value_and_grad.trusted(model, params, tuple(batch), loss, xp=xp)
+    _check_derived(xp, [(f"the loss gradient of params[{i}]", g) for i, g in enumerate(grad)])
     if math.isinf(q):
         return tuple(-g for g in grad)
     factors = kron_factors(model, params, batch, loss, fisher=fisher, num_samples=num_samples, seed=seed)
+    _check_derived(xp, [(f"the Kronecker factor {n} of layer {k}", getattr(f, n))
+                        for k, f in enumerate(factors) for n in ("A", "G")])
     norm = float(len(factors)) ** (1.0 / q) if normalize else 1.0
     out = [None] * len(params)
     for f in factors:
@@ -92,3 +94,13 @@ def kfac_qngd_direction(model, params, batch, q, *, loss=MSE(), damping=0.0, rco
         else:
             out[p0] = xp.reshape(dmat, tuple(w.shape))
     return tuple(out)
+
+
+def _check_derived(xp, pairs):
+    """Finite inputs can still overflow: name the caller's arguments, then the quantity
+    (one fused finiteness check, as for the inputs)."""
+    try:
+        backend.check_all_finite(xp, pairs)
+    except ValueError as exc:
+        raise ValueError(f"params: expected params and batch whose K-FAC quantities are finite, got {exc} "
+                         f"(overflow; rescale the inputs or the parameters)") from None

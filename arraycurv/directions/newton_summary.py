@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from ..losses import MSE
-from ..validation import check_finite, check_real, check_shape, check_symmetric
+from ..validation import ArgumentTypeError, check_finite, check_real, check_shape, check_symmetric
 
 __all__ = [
     "CubicStep",
@@ -79,7 +79,11 @@ class CubicStep(NamedTuple):
 
 
 def _prepare(gbar, hbar, d=None):
-    xp = backend.namespace_of(gbar=gbar, hbar=hbar) if d is None else backend.namespace_of(gbar=gbar, hbar=hbar, d=d)
+    named = (("gbar", gbar), ("hbar", hbar)) + ((("d", d),) if d is not None else ())
+    for name, a in named:
+        if not backend.is_array(a) or not hasattr(a, "shape"):
+            raise ArgumentTypeError(f"{name}: expected an array, got {type(a).__name__}")
+    xp = backend.namespace_of_pairs(list(named))
     backend.check_float(gbar, "gbar", xp)
     if gbar.ndim != 1:
         raise ValueError(f"gbar: expected shape (S,), got {tuple(gbar.shape)}")
@@ -138,7 +142,16 @@ def cubic_model(eta, gbar, hbar, d, damping_int: float = 1.0):
     ``eta`` may carry leading axes (..., S); returns an array of the leading shape.
     """
     lam = check_real(damping_int, "damping_int", lo=0.0)
-    xp = backend.namespace_of(eta=eta, gbar=gbar, hbar=hbar, d=d)
+    xp = _prepare(gbar, hbar, d)[0]
+    s = gbar.shape[0]
+    if not backend.is_array(eta) or not hasattr(eta, "shape"):
+        raise ArgumentTypeError(f"eta: expected an array of shape (..., {s}), got {type(eta).__name__}")
+    if eta.ndim < 1 or eta.shape[-1] != s:
+        raise ValueError(f"eta: expected shape (..., {s}) for {s} groups, got {tuple(eta.shape)}")
+    backend.namespace_of_pairs([("gbar", gbar), ("eta", eta)])
+    if eta.dtype != gbar.dtype:
+        raise TypeError(f"eta: expected dtype {gbar.dtype} like gbar, got {eta.dtype}")
+    check_finite(eta, "eta", xp)
     quad = xp.sum(eta * xp.matmul(eta, hbar), axis=-1)
     de = eta * d
     nrm = xp.sqrt(xp.sum(de * de, axis=-1))
@@ -307,8 +320,10 @@ def newton_summary_direction(model, params, batch, direction, partition, loss=MS
     from ..curvature.summary import summary
     from ..params.partition import scale_groups
 
-    if method not in ("cubic", "newton", "ridge"):
+    if not isinstance(method, str) or method not in ("cubic", "newton", "ridge"):
         raise ValueError(f"method: expected 'cubic', 'newton' or 'ridge', got {method!r}")
+    check_real(damping_int, "damping_int", lo=0.0)
+    check_real(ridge, "ridge", lo=0.0)
     summ = summary(model, params, batch, direction, partition, loss, order=3 if method == "cubic" else 2)
     solve = None
     if method == "cubic":

@@ -30,15 +30,23 @@ from ..curvature.generic import value_and_grad
 from ..losses import MSE, loss_value
 from ..models.base import forward
 from ..rules.base import UpdateRule, apply_direction, is_stateless
-from ..validation import check_call, check_int
+from ..validation import check_call, check_int, check_real
 from .integrate import OdeSolution, solve_ode
 from .theory import conserved_quantities
 
-__all__ = ["DivergenceError", "TrainResult", "integrate_rule", "print_progress", "rule_velocity", "train"]
+__all__ = ["DIVERGENCE_FACTOR", "DivergenceError", "TrainResult", "integrate_rule", "print_progress", "rule_velocity",
+           "train"]
 
 
 class DivergenceError(ValueError):
-    """The training loss became NaN or Inf (the message gives the step and the rule)."""
+    """Training diverged: the loss or the parameters stopped being finite, or the loss
+    exceeded ``divergence`` times its initial value (:func:`train`; the message gives the
+    step, the loss and the rule)."""
+
+
+#: Default of ``train(divergence=...)``: a run whose training loss exceeds this multiple of
+#: its initial value has diverged.
+DIVERGENCE_FACTOR = 1e6
 
 
 @dataclass(frozen=True)
@@ -103,8 +111,10 @@ def _loss(model, params, batch, loss):
 class _Recorder:
     """Collects what :func:`train` records (host-side NumPy) and detects divergence."""
 
-    def __init__(self, model, loss, rule_name, eval_batches, record_params, record_conserved, record):
+    def __init__(self, model, loss, rule_name, eval_batches, record_params, record_conserved, record,
+                 divergence=DIVERGENCE_FACTOR):
         self.model, self.loss, self.rule_name = model, loss, rule_name
+        self.divergence, self.initial = divergence, None
         self.eval_batches, self.record_params, self.record_conserved = eval_batches, record_params, record_conserved
         self.record = record
         self.steps, self.losses, self.recs = [], [], {}
@@ -112,12 +122,7 @@ class _Recorder:
 
     def add(self, step, params, value) -> float:
         """Record step ``step`` at ``params`` with training loss ``value``."""
-        value = float(value)
-        if not math.isfinite(value):
-            raise DivergenceError(
-                f"params: expected finite parameters and loss, got training loss {value} at step {step} "
-                f"(rule {self.rule_name!r}: lower the learning rate, add damping or clipping)"
-            )
+        value = self.check(step, value)
         self.steps.append(step)
         self.losses.append(value)
         for name, b in self.eval_batches.items():
@@ -131,6 +136,32 @@ class _Recorder:
         for name, arr in items:
             self.recs.setdefault(name, []).append(backend.to_numpy(arr).copy())
         return value
+
+    def check(self, step, value) -> float:
+        """The divergence policy: raise :class:`DivergenceError` if the training loss
+        ``value`` at ``step`` is not finite or exceeds ``divergence`` times the loss at
+        step 0 (a zero initial loss counts as 1)."""
+        value = float(value)
+        hint = f"rule {self.rule_name!r}: lower the learning rate, add damping or clipping"
+        if not math.isfinite(value):
+            raise DivergenceError(
+                f"params: expected finite parameters and loss, got training loss {value} at step {step} ({hint})")
+        if self.initial is None:
+            self.initial = value
+        elif self.divergence is not None and value > self.divergence * (self.initial or 1.0):
+            raise DivergenceError(
+                f"params: expected a training loss below {self.divergence:g} x its initial value "
+                f"{self.initial:.6g}, got {value:.6g} at step {step} ({hint}; train(divergence=None) "
+                f"disables the check)")
+        return value
+
+    def check_params(self, step, params) -> None:
+        """Raise :class:`DivergenceError` if the parameters after ``step`` are not finite."""
+        xp = backend.namespace_of(params=params)
+        if not backend._all_finite(xp, list(params)):
+            raise DivergenceError(
+                f"params: expected finite parameters, got NaN/Inf entries after step {step} "
+                f"(rule {self.rule_name!r}: lower the learning rate, add damping or clipping)")
 
     @property
     def last(self) -> float:
@@ -216,6 +247,7 @@ def train(
     progress: Callable[[int, int, float], Any] | None = None,
     callback: Callable[[int, Any, Any], Any] | None = None,
     loss=MSE(),
+    divergence: float | None = DIVERGENCE_FACTOR,
 ) -> TrainResult:
     """Run ``num_steps`` discrete steps ``params <- params + updates`` of ``rule``.
 
@@ -260,6 +292,13 @@ def train(
         (early stopping). The step is then recorded.
     loss
         The loss of the gradient, of the rule and of the recorded values (MSE by default).
+    divergence : float or None
+        The divergence policy: a training loss above ``divergence`` times the loss at
+        step 0 (default 1e6, :data:`DIVERGENCE_FACTOR`; a zero initial loss counts as 1),
+        or a NaN/Inf loss or parameter, raises :class:`DivergenceError`. Checked on every
+        step: the loss wherever the step computes it anyway (rules that read the
+        gradient, rules with a state, recorded steps), and the finiteness of the new
+        parameters after every step. None keeps only the finiteness checks.
 
     Returns
     -------
@@ -268,7 +307,8 @@ def train(
     Raises
     ------
     DivergenceError
-        If the training loss becomes NaN/Inf (a ValueError; the message gives the step).
+        If training diverges (above; a ValueError whose message gives the step, the
+        loss and the rule).
     ValueError, TypeError
         For bad arguments (naming them).
     """
@@ -276,7 +316,9 @@ def train(
         rule, num_steps, record_every, eval_batches, record, params)
     for name, b in eval_batches.items():  # checked once, up front, naming the entry
         check_call(model, params, batch=b, loss=loss, names={"batch": f"eval_batches[{name!r}]"})
-    rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record)
+    if divergence is not None:
+        divergence = check_real(divergence, "divergence", lo=1, lo_open=True, allow_inf=True)
+    rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record, divergence)
     fixed = not callable(batch)
     get_batch = (lambda step: batch) if fixed else batch
     state = rule.init(params)
@@ -306,6 +348,9 @@ def _run_steps(model, params, get_batch, fixed, rule, state, num_steps, record_e
             t0 += time.perf_counter() - t1
         params, state = _update(rule, model, params, current, state, loss, grads, stateful)
         elapsed += time.perf_counter() - t0
+        if grads.computed:  # the loss before this step came for free
+            rec.check(step - 1, grads.value)
+        rec.check_params(step, params)
         done = step
         stop = bool(callback(step, params, state)) if callback is not None else False
         if step % record_every == 0 or step == num_steps or stop:

@@ -210,7 +210,7 @@ def run_one(config: Config, *, xp=None, progress: bool = False, checkpoint=None)
         try:
             record["runs"][key] = _run(m, r, lr, s, config, data, xp, keep_trace=s == seeds[0])
         except ValueError as exc:  # DivergenceError
-            if "finite" not in str(exc) and "diverge" not in str(exc).lower():
+            if not reg.diverged(exc):
                 raise
             record["runs"][key] = {"diverged": True, "message": str(exc)}
         if checkpoint is not None:

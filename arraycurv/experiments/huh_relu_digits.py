@@ -256,7 +256,7 @@ def run_one(config: DigitsConfig, *, xp=None, progress: bool = False, checkpoint
         try:
             hist, timing = run_pair(name, gain, config, data, xp, progress=print_progress if progress else None)
         except ValueError as exc:
-            if "finite" not in str(exc):
+            if not reg.diverged(exc):
                 raise
             record["runs"][key] = {"rule": name, "gain": gain, "diverged": True, "final_test_accuracy": None,
                                    "message": str(exc)}

@@ -488,7 +488,7 @@ def step_check(record: dict, config: TeacherStudentConfig, prepared, progress: b
         try:
             h2, _ = run_rule(name, half, data, model, params0, u, v)
         except ValueError as exc:
-            if "finite" not in str(exc):
+            if not reg.diverged(exc):
                 raise
             continue
         full = float(np.max(np.asarray(hist["c2_drift_init"])[np.asarray(hist["steps"]) <= k]))
@@ -737,7 +737,7 @@ def _train_into(record: dict, name: str, config: TeacherStudentConfig, prepared,
         hist, timing = run_rule(name, config, data, model, params0, u, v,
                                 progress=print_progress if progress else None)
     except ValueError as exc:  # train() raises when the loss becomes NaN/Inf
-        if "finite" not in str(exc):
+        if not reg.diverged(exc):
             raise
         if progress:
             print(f"[teacher-student] {name} diverged: {exc}", file=sys.stderr, flush=True)

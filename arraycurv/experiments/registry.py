@@ -45,8 +45,8 @@ __all__ = [
     # the registry
     "EXPERIMENTS", "Experiment", "get_experiment", "register_experiment", "unregister_experiment",
     # running and reporting
-    "bind_namespace", "blas_threads", "check_out_dir", "make_run", "report_each", "run_experiment", "run_seeds",
-    "show_report", "write_summary",
+    "bind_namespace", "blas_threads", "check_out_dir", "diverged", "make_run", "report_each", "run_experiment",
+    "run_seeds", "show_report", "write_summary",
 ]
 
 
@@ -456,6 +456,15 @@ def blas_threads(threads: int | None):
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads: expected a positive integer or None, got {threads!r}")
     return backend.blas_threads(threads)
+
+
+def diverged(exc: BaseException) -> bool:
+    """Whether an error of a training run means the run diverged (recorded, not raised):
+    a :class:`~arraycurv.dynamics.DivergenceError` (the divergence policy of ``train``) or
+    a non-finite quantity met on the way (an error whose message says so)."""
+    from ..dynamics.training import DivergenceError
+
+    return isinstance(exc, DivergenceError) or "finite" in str(exc) or "diverge" in str(exc).lower()
 
 
 def run_seeds(config: ExperimentConfig, seeds) -> list[ExperimentConfig]:

@@ -265,7 +265,7 @@ def run_one(config: Config, *, xp=None, progress: bool = False, checkpoint=None)
         try:
             hist, params, wall = _run(name, b, s, config, data, xp, measure)
         except ValueError as exc:  # DivergenceError: the loss became NaN/Inf
-            if "finite" not in str(exc) and "diverge" not in str(exc).lower():
+            if not reg.diverged(exc):
                 raise
             record["runs"][key] = {"rule": name, "batch_size": b, "seed": s, "diverged": True, "message": str(exc)}
             continue

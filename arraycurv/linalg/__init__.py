@@ -33,10 +33,11 @@ against each other as in ``matmul``. See ``docs/linalg.md``.
 
 from . import kronecker, powers, sylvester
 from .kronecker import kron, kron_matvec, kron_psd_power_apply, kron_solve
-from .powers import pinv_power, psd_power
+from .powers import PowerInfo, pinv_power, psd_power
 from .sylvester import solve_generalized_sylvester, solve_sylvester
 
 __all__ = [
+    "PowerInfo",
     "kron",
     "kron_matvec",
     "kron_psd_power_apply",

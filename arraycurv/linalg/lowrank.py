@@ -40,6 +40,7 @@ from typing import Any
 
 from .. import backend
 from ..validation import check_finite, check_matrix, check_square
+from ._common import _check_psd, _check_symmetric
 
 __all__ = [
     "randomized_pinv",
@@ -273,6 +274,8 @@ def randomized_range(a, rank, *, oversample=10, power_iters=2, seed=0):
     xp = _arrays([("a", a)])
     check_matrix(a, "a")
     m, n = a.shape[-2], a.shape[-1]
+    if math.prod(a.shape) == 0:
+        raise ValueError(f"a: expected a non-empty matrix, got shape {tuple(a.shape)}")
     width = min(rank + oversample, m, n)
     omega = backend.normal(seed, (n, width), xp, dtype=a.dtype, device=backend.device_of(a))
     q = _orth(xp, xp.matmul(a, omega))
@@ -352,11 +355,13 @@ def randomized_psd_inverse(a, rank, *, damping=0.0, rcond=None, oversample=10, p
     d = _real(damping, "damping", low=0.0)
     xp = _arrays([("a", a)])
     check_square(a, "a")
+    _check_symmetric(a, "a", xp)
     n = a.shape[-1]
     q = randomized_range(a, rank, oversample=oversample, power_iters=power_iters, seed=seed)
     small = xp.matmul(_mT(xp, q), xp.matmul(a, q))
     lam, w = xp.linalg.eigh(0.5 * (small + _mT(xp, small)))
     r = min(int(rank), lam.shape[-1])
+    _check_psd(lam, "a", xp, n, False)
     lam, w = lam[..., -r:], w[..., :, -r:]  # the r largest
     u = xp.matmul(q, w)
     if d > 0:

@@ -34,14 +34,13 @@ Contents (see ``docs/class_subspace.md``):
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Any, NamedTuple
 
 import array_api_extra as xpx
 
 from .. import backend
 from ..params import num_params, shapes_of, unflatten
-from ..validation import check_finite, check_ndim, check_shape
+from ..validation import ArgumentTypeError, check_finite, check_ndim, check_real, check_shape
 
 __all__ = [
     "Eigenpairs",
@@ -127,11 +126,7 @@ def _check_choice(value, choices, name: str) -> str:
 
 
 def _check_tol(tol, name: str = "tol"):
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, Real) or math.isnan(tol) or tol < 0:
-        raise ValueError(f"{name}: expected a real number >= 0 or None, got {tol!r}")
-    return float(tol)
+    return check_real(tol, name, lo=0, allow_none=True, want="None or a finite real number >= 0")
 
 
 class _Space(NamedTuple):
@@ -192,6 +187,8 @@ def _operator(space: _Space, matvec, batched: bool):
     """A function (m, n) rows -> (m, n) rows of A applied to each row."""
     if not callable(matvec):
         raise TypeError(f"matvec: expected a callable v -> A v, got {type(matvec).__name__}")
+    if not isinstance(batched, bool):
+        raise ArgumentTypeError(f"batched: expected True or False, got {batched!r}")
     xp = space.xp
 
     def one(row):
@@ -207,6 +204,8 @@ def _operator(space: _Space, matvec, batched: bool):
             out = xp.stack([one(rows[i, :]) for i in range(m)])
         if out.dtype != space.dtype:
             raise TypeError(f"matvec: expected results of dtype {space.dtype}, got {out.dtype}")
+        if not bool(xp.all(xp.isfinite(out))):
+            raise ValueError("matvec: expected finite results A v for finite unit vectors v, got NaN/Inf")
         return out
 
     return apply
@@ -634,7 +633,19 @@ def slq(matvec, like, num_iters: int = 30, num_probes: int = 10, *, seed: int = 
 def _check_quad(quad):
     if not isinstance(quad, SpectralQuadrature):
         raise TypeError(f"quad: expected a SpectralQuadrature from slq, got {type(quad).__name__}")
-    return backend.namespace_of(nodes=quad.nodes, weights=quad.weights)
+    pairs = [("quad.nodes", quad.nodes), ("quad.weights", quad.weights)]
+    for name, a in pairs:
+        if not backend.is_array(a) or a.ndim != 2:
+            got = tuple(a.shape) if backend.is_array(a) else type(a).__name__
+            raise ValueError(f"{name}: expected an array (num_probes, num_iters), got {got}")
+    if tuple(quad.weights.shape) != tuple(quad.nodes.shape):
+        raise ValueError(f"quad.weights: expected shape {tuple(quad.nodes.shape)} like quad.nodes, "
+                         f"got {tuple(quad.weights.shape)}")
+    xp = backend.namespace_of_pairs(pairs)
+    for name, a in pairs:
+        backend.check_float(a, name, xp)
+    backend.check_all_finite(xp, pairs)
+    return xp
 
 
 def slq_trace(quad: SpectralQuadrature, fn):
@@ -648,6 +659,11 @@ def slq_trace(quad: SpectralQuadrature, fn):
     if not callable(fn):
         raise TypeError(f"fn: expected a callable applied to the nodes, got {type(fn).__name__}")
     vals = fn(quad.nodes)
+    if not backend.is_array(vals) or tuple(vals.shape) != tuple(quad.nodes.shape):
+        got = tuple(vals.shape) if backend.is_array(vals) else type(vals).__name__
+        raise ValueError(f"fn: expected an array of the nodes' shape {tuple(quad.nodes.shape)}, got {got}")
+    if not bool(xp.all(xp.isfinite(vals))):
+        raise ValueError("fn: expected finite values at the nodes, got NaN/Inf (is f defined on the spectrum?)")
     return quad.dim * xp.mean(xp.sum(quad.weights * vals, axis=1))
 
 
@@ -665,6 +681,7 @@ def spectral_density(quad: SpectralQuadrature, grid=None, *, num_points: int = 5
     grid, density : arrays (num_points,)
     """
     xp = _check_quad(quad)
+    margin = check_real(margin, "margin", lo=0)
     dt, dev = quad.nodes.dtype, backend.device_of(quad.nodes)
     lo, hi = float(xp.min(quad.nodes)), float(xp.max(quad.nodes))
     width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
@@ -673,15 +690,17 @@ def spectral_density(quad: SpectralQuadrature, grid=None, *, num_points: int = 5
         lo, hi = lo - margin * width, hi + margin * width
         grid = lo + (hi - lo) * xp.astype(xp.arange(num_points, device=dev), dt) / (num_points - 1)
     else:
-        backend.namespace_of(nodes=quad.nodes, grid=grid)
+        backend.namespace_of_pairs([("quad.nodes", quad.nodes), ("grid", grid)])
         check_ndim(grid, 1, "grid")
+        if grid.dtype != dt:
+            raise TypeError(f"grid: expected dtype {dt} like quad.nodes, got {grid.dtype}")
+        check_finite(grid, "grid", xp)
     if sigma is None:
-        if isinstance(kappa, bool) or not isinstance(kappa, Real) or not kappa > 1:
-            raise ValueError(f"kappa: expected a real number > 1, got {kappa!r}")
+        kappa = check_real(kappa, "kappa", lo=1, lo_open=True, want="a finite real number > 1")
         m = max(quad.nodes.shape[1], 2)
         sigma = 0.5 * width * (1 + 2 * margin) * 2 / ((m - 1) * math.sqrt(8 * math.log(kappa)))
-    elif isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
-        raise ValueError(f"sigma: expected a real number > 0, got {sigma!r}")
+    else:
+        sigma = check_real(sigma, "sigma", lo=0, lo_open=True, want="None or a finite real number > 0")
     z = (grid[None, None, :] - quad.nodes[:, :, None]) / sigma
     bumps = xp.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
     return grid, xp.mean(xp.sum(quad.weights[:, :, None] * bumps, axis=1), axis=0)

@@ -19,7 +19,7 @@ import math
 from numbers import Real
 
 from .. import backend
-from ..validation import check_finite, check_ndim
+from ..validation import ArgumentTypeError, check_arrays, check_finite, check_ndim
 
 __all__ = [
     "complement_project",
@@ -50,17 +50,46 @@ def _check_rcond(rcond, n: int, dtype, xp) -> float:
     return float(rcond)
 
 
+def _direction_pairs(tree, name: str, *, shapes=None, s=None, like: str = ""):
+    """``(name[i], array)`` pairs of a non-empty tuple of (S, *shape_i) arrays with a common
+    leading axis S (``s`` if given) and tails ``shapes`` (if given, those of ``like``);
+    returns ``(pairs, S)``."""
+    ref = f" like {like}" if like else ""
+    if not isinstance(tree, (tuple, list)) or not tree:
+        got = "an empty tuple" if isinstance(tree, (tuple, list)) else type(tree).__name__
+        raise ArgumentTypeError(f"{name}: expected a non-empty tuple of (S, *shape) arrays, got {got}")
+    if shapes is not None and len(tree) != len(shapes):
+        raise ValueError(f"{name}: expected {len(shapes)} arrays (one per tensor{ref}), got {len(tree)}")
+    pairs = []
+    for i, t in enumerate(tree):
+        nm = f"{name}[{i}]"
+        if not backend.is_array(t) or not hasattr(t, "shape"):
+            raise ArgumentTypeError(f"{nm}: expected an array, got {type(t).__name__}")
+        if t.ndim < 1:
+            raise ValueError(f"{nm}: expected an array (S, *shape) with a leading axis of S directions, got shape ()")
+        if s is None:
+            s = t.shape[0]
+        elif t.shape[0] != s:
+            raise ValueError(f"{nm}: expected a leading axis of length {s} (S directions), got shape {tuple(t.shape)}")
+        if shapes is not None and tuple(t.shape[1:]) != tuple(shapes[i]):
+            want = ", ".join(map(str, (s, *shapes[i])))
+            raise ValueError(f"{nm}: expected shape ({want}){ref}, got {tuple(t.shape)}")
+        pairs.append((nm, t))
+    return pairs, s
+
+
+def _stack(xp, tree):
+    """(n, k) columns of k checked directions (a tuple of (k, *shape) arrays)."""
+    k = tree[0].shape[0]
+    return xp.matrix_transpose(xp.concat([xp.reshape(t, (k, -1)) for t in tree], axis=1))
+
+
 def stack_directions(tree, name: str = "directions"):
     """A tuple of (k, *shape_i) arrays (k directions in parameter layout) as the (n, k)
-    matrix of their flat vectors (columns, in :func:`arraycurv.params.flatten` order)."""
-    if not isinstance(tree, (tuple, list)) or not tree:
-        raise TypeError(f"{name}: expected a non-empty tuple of (k, *shape) arrays, got {type(tree).__name__}")
-    xp = backend.namespace_of(**{name: tuple(tree)})
-    k = tree[0].shape[0] if tree[0].ndim else None
-    for i, t in enumerate(tree):
-        if t.ndim < 1 or t.shape[0] != k:
-            raise ValueError(f"{name}[{i}]: expected a leading axis of length {k} like {name}[0], got {tuple(t.shape)}")
-    return xp.matrix_transpose(xp.concat([xp.reshape(t, (k, -1)) for t in tree], axis=1))
+    matrix of their flat vectors (columns, in :func:`arraycurv.params.flatten` order).
+    The arrays must share one namespace, device and real floating dtype and be finite."""
+    pairs, _ = _direction_pairs(tree, name)
+    return _stack(check_arrays(pairs), tree)
 
 
 def orthonormal_basis(a, *, rcond: float | None = None):
@@ -82,13 +111,12 @@ def orthonormal_basis(a, *, rcond: float | None = None):
 
 
 def _check_basis_vector(basis, v, name_b="basis", name_v="v"):
-    xp = backend.namespace_of(**{name_b: basis, name_v: v})
     check_ndim(basis, 2, name_b)
     check_ndim(v, (1, 2), name_v)
     if v.shape[0] != basis.shape[0]:
         raise ValueError(f"{name_v}: expected a leading axis of length n = {basis.shape[0]} like {name_b}, "
                          f"got shape {tuple(v.shape)}")
-    return xp
+    return check_arrays([(name_b, basis), (name_v, v)])
 
 
 def project(basis, v):
@@ -108,9 +136,9 @@ def complement_project(basis, v):
 def _two_bases(a, b, rcond):
     """``(xp, Q_a, Q_b)``: ``a`` and ``b`` checked as vectors of one space (same rows, one
     namespace) and their orthonormal bases (:func:`orthonormal_basis`)."""
-    xp = _check_vectors(a, "a")
-    _check_vectors(b, "b", xp)
-    backend.namespace_of(a=a, b=b)
+    _check_vectors(a, "a")
+    _check_vectors(b, "b")
+    xp = check_arrays([("a", a), ("b", b)])
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"b: expected {a.shape[0]} rows like a, got shape {tuple(b.shape)}")
     return xp, orthonormal_basis(a, rcond=rcond), orthonormal_basis(b, rcond=rcond)
@@ -146,9 +174,11 @@ def fraction_in_span(a, v, *, rcond: float | None = None):
     fraction 0.
     """
     xp = _check_vectors(a, "a")
+    check_ndim(v, (1, 2), "v")
+    if v.shape[0] != a.shape[0]:
+        raise ValueError(f"v: expected a leading axis of length n = {a.shape[0]} like a, got shape {tuple(v.shape)}")
+    check_arrays([("a", a), ("v", v)])
     q = orthonormal_basis(a, rcond=rcond)
-    _check_basis_vector(q, v, "a", "v")
-    check_finite(v, "v", xp)
     inside = xp.sum((xp.matrix_transpose(q) @ v) ** 2, axis=0)
     total = xp.sum(v**2, axis=0)
     safe = xp.where(total > 0, total, xp.ones_like(total))

@@ -502,11 +502,11 @@ def _(model: Sequential, params, x, cotangent, *, xp=None):
 def _loss_hvp(loss, outputs, v, xp=None):
     """Per-sample H_b v_b for v of shape (B, k) or (*lead, B, k)."""
     if v.ndim == 2:
-        return loss_hessian_vp(loss, outputs, v)
+        return loss_hessian_vp.trusted(loss, outputs, v)
     xp = backend.namespace_of(outputs=outputs, v=v) if xp is None else xp
     k = outputs.shape[-1]
     o = xp.reshape(xp.broadcast_to(outputs, tuple(v.shape)), (-1, k))
-    return xp.reshape(loss_hessian_vp(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
+    return xp.reshape(loss_hessian_vp.trusted(loss, o, xp.reshape(v, (-1, k))), tuple(v.shape))
 
 
 def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:

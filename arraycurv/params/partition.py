@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend
+from ..validation import ArgumentTypeError, check_arrays, check_int
 
 __all__ = [
     "Partition",
@@ -174,6 +175,7 @@ def discrete(model, max_params: int = 4096) -> Partition:
 
     Raises ``ValueError`` when P exceeds ``max_params``.
     """
+    max_params = check_int(max_params, "max_params", lo=1)
     shapes = _shapes_of(model)
     p = sum(math.prod(s) for s in shapes)
     if p > max_params:
@@ -281,6 +283,23 @@ def check_partition(partition: Partition, tree, name: str = "direction") -> None
             raise ValueError(f"{name}[{i}]: expected shape (..., {', '.join(map(str, s))}), got {got}")
 
 
+def _direction_pairs(partition, direction):
+    check_partition(partition, direction)
+    for i, t in enumerate(direction):
+        if not backend.is_array(t):
+            raise ArgumentTypeError(f"direction[{i}]: expected an array, got {type(t).__name__}")
+    return [(f"direction[{i}]", t) for i, t in enumerate(direction)]
+
+
+def _check_eta(eta, partition, name="eta"):
+    if not backend.is_array(eta) or not hasattr(eta, "shape"):
+        raise ArgumentTypeError(f"{name}: expected an array of shape ({partition.num_groups},), "
+                                f"got {type(eta).__name__}")
+    if eta.ndim != 1 or eta.shape[0] != partition.num_groups:
+        raise ValueError(f"{name}: expected shape ({partition.num_groups},), got {tuple(eta.shape)}")
+    return (name, eta)
+
+
 def _labels_array(xp, lab, shape, device):
     return xp.reshape(xp.asarray(lab, dtype=xp.int64, device=device), shape)
 
@@ -290,6 +309,7 @@ def group_masks(partition: Partition, like) -> tuple:
     the namespace, dtype and device of the array ``like``."""
     _check_partition_type(partition)
     xp = backend.namespace_of(like=like)
+    backend.check_float(like, "like", xp)
     dev = backend.device_of(like)
     key = (backend.namespace_name(xp), str(like.dtype), str(dev))
     cache = partition.__dict__.setdefault("_masks", {})
@@ -319,8 +339,7 @@ def restrict(direction, partition: Partition) -> tuple:
     every tensor together is u^(s). A tensor in a single group is stored once in its row
     (the others are zero).
     """
-    check_partition(partition, direction)
-    backend.namespace_of(direction=tuple(direction))
+    check_arrays(_direction_pairs(partition, direction))
     masks = group_masks(partition, direction[0])
     return tuple(m * u[None, ...] for m, u in zip(masks, direction))
 
@@ -329,9 +348,11 @@ def expand(eta, partition: Partition) -> tuple:
     """Per-scalar values of a per-group vector: tensor i gets eta[label] at each scalar,
     i.e. I_{P:S} eta reshaped like the parameters (one array per tensor, shape_i)."""
     _check_partition_type(partition)
-    xp = backend.namespace_of(eta=eta)
-    if eta.ndim != 1 or eta.shape[0] != partition.num_groups:
-        raise ValueError(f"eta: expected shape ({partition.num_groups},), got {tuple(eta.shape)}")
+    xp = check_arrays([_check_eta(eta, partition)])
+    return _expand(xp, eta, partition)
+
+
+def _expand(xp, eta, partition):
     out = []
     for lab, s in zip(partition.labels, partition.shapes):
         if _is_int(lab):
@@ -345,8 +366,9 @@ def expand(eta, partition: Partition) -> tuple:
 def scale_groups(direction, eta, partition: Partition) -> tuple:
     """V eta = Diag(u) I_{P:S} eta = sum_s eta_s u^(s): the step of GN-10 (before the
     minus sign and the damping), as a tuple like ``direction``."""
-    check_partition(partition, direction)
-    return tuple(e * u for e, u in zip(expand(eta, partition), direction))
+    pairs = _direction_pairs(partition, direction)
+    xp = check_arrays(pairs + [_check_eta(eta, partition)])
+    return tuple(e * u for e, u in zip(_expand(xp, eta, partition), direction))
 
 
 def group_sizes(partition: Partition) -> tuple[int, ...]:

@@ -19,18 +19,20 @@ from typing import Any, NamedTuple
 from .. import backend
 from ..curvature.subspace import (
     CURVATURES,
+    METHODS,
     ClassSubspace,
+    _basis,
+    _coefficients,
+    _combine,
     _inverse_eigenvalues,
     _norms,
+    _tree_pairs,
     class_subspace,
-    subspace_basis,
-    subspace_coefficients,
-    subspace_combine,
     subspace_curvature,
 )
-from ..directions.class_subspace import VARIANTS, subspace_newton_direction
+from ..directions.class_subspace import VARIANTS, _subspace_newton
 from ..losses import SoftmaxCrossEntropy
-from ..validation import check_lr, check_nonneg, check_real
+from ..validation import check_arrays, check_lr, check_nonneg, check_rcond, check_real
 from .base import UpdateRule, chain
 from .registry import RuleSpec, register_rule
 from .transforms import scale_by_lr
@@ -84,8 +86,8 @@ def _orthogonal_step(state, sub, grads, decay, lr, damping, rcond):
     lam_hat = lam / (1.0 - decay**t)
     rc = lam.shape[0] * float(xp.finfo(lam.dtype).eps) if rcond is None else rcond
     inv = _inverse_eigenvalues(xp, lam_hat, rc, damping)
-    coef = (inv - lr) * scale * subspace_coefficients(vec, grads)
-    inside = subspace_combine(vec, coef)
+    coef = (inv - lr) * scale * _coefficients(xp, vec, grads)
+    inside = _combine(xp, vec, coef)
     step = tuple(-lr * g - a for g, a in zip(grads, inside))
     return step, ClassSubspaceState(t, vec, lam)
 
@@ -97,9 +99,10 @@ def _exact_step(state, sub, grads, decay, lr, damping, rcond, curvature, model, 
     w = _avg(decay, state.weights, sub.weights)
     c = 1.0 - decay**t
     avg = ClassSubspace(tuple(g / c for g in cg), sub.vectors, sub.eigenvalues, w / c, sub.counts)
-    basis = subspace_basis(avg.class_grads)
+    xp = backend.namespace_of(grads=tuple(grads))
+    basis = _basis(xp, avg.class_grads)
     k_u = subspace_curvature(model, params, batch, basis, curvature=curvature, loss=loss, subspace=avg)
-    step = subspace_newton_direction(grads, basis, k_u, lr, damping=damping, rcond=rcond)
+    step = _subspace_newton(xp, grads, basis, k_u, lr, damping, rcond)
     return step, ClassSubspaceState(t, class_grads=cg, weights=w)
 
 
@@ -126,16 +129,19 @@ def scale_by_class_subspace(lr: float, *, decay: float = 0.9, damping: float = 0
     lr = check_lr(lr)
     decay = check_real(decay, "decay", lo=0, hi=1, hi_open=True, want="a number in [0, 1)")
     damping = check_nonneg(damping, "damping")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
-    if curvature not in CURVATURES:
-        raise ValueError(f"curvature: expected one of {CURVATURES}, got {curvature!r}")
+    rcond = check_rcond(rcond)
+    for name, value, choices in (("variant", variant, VARIANTS), ("curvature", curvature, CURVATURES),
+                                 ("method", method, METHODS)):
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
 
     def update(updates, state, params, *, model, batch, loss=None, **extra):
         if not isinstance(state, ClassSubspaceState):
             raise TypeError(f"state: expected a ClassSubspaceState from rule.init(params), got {type(state).__name__}")
         loss = SoftmaxCrossEntropy() if loss is None else loss
-        sub = class_subspace(model, params, batch, method=method)
+        sub = class_subspace(model, params, batch, method=method)  # checks params and batch
+        check_arrays([("params[0]", params[0])] + _tree_pairs(updates, [tuple(p.shape) for p in params],
+                                                                    "grads"))
         if variant == "orthogonal":
             step, state = _orthogonal_step(state, sub, updates, decay, lr, damping, rcond)
         else:

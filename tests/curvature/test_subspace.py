@@ -166,9 +166,9 @@ def test_errors(xp):
     x, y = _batch(xp, model, 4, 3, 0)
     with pytest.raises(ValueError, match="method: expected one of"):
         cs.class_gradients(model, params, (x, y), method="loop")
-    with pytest.raises(TypeError, match="targets: expected an integer dtype"):
+    with pytest.raises(TypeError, match="batch y: expected an integer dtype"):
         cs.class_gradients(model, params, (x, xp.zeros((4,), dtype=xp.float64)))
-    with pytest.raises(ValueError, match=r"targets: expected labels in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"batch y: expected labels in \[0, 3\)"):
         cs.class_gradients(model, params, (x, xp.asarray([0, 1, 2, 3])))
     with pytest.raises(TypeError, match="batch: expected a tuple"):
         cs.class_subspace(model, params, x)

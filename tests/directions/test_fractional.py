@@ -57,7 +57,7 @@ def dl_cases(draw, min_depth=2, max_depth=4, min_width=2, max_width=5, max_batch
 
 
 qs = st.one_of(st.sampled_from([1.0, 2.0, 3.0]), st.floats(1.0, 5.0))
-FORMS = ("full", "dual", "map")
+FORMS = ("full", "dual", "svd", "map")
 
 
 # --------------------------------------------------------------------------- three forms agree
@@ -190,7 +190,7 @@ def test_dual_equals_full_for_mlp(numpy_xp, seed, q, nb, ce):
     assume(kappa < 1e5)
     expected = -np_psd_power(gg, -1.0 / q, 1e-9) @ backend.to_numpy(ac.flatten(g))
     rtol = max(1e-10, 200 * np.finfo(np.float64).eps * kappa ** (1 + 1 / q))
-    for form in ("full", "dual", "auto"):
+    for form in ("full", "dual", "svd", "auto"):
         d = fr.qngd_direction(model, params, (x, y), q, form=form, rcond=1e-9, loss=loss)
         assert_close(ac.flatten(d), expected, like=params[0], rtol=rtol, name=form)
 
@@ -208,7 +208,7 @@ def _null_directions(ws, rng):
     return np.array(out)
 
 
-@given(case=dl_cases(), q=qs, which=st.sampled_from(["full", "dual", "map", "regularized"]))
+@given(case=dl_cases(), q=qs, which=st.sampled_from(["full", "dual", "svd", "map", "regularized"]))
 def test_full_curvature_updates_are_orthogonal_to_null_space(xp, case, q, which):
     widths, nb, seed = case
     model, params, batch = make_case(xp, widths, nb, seed)
@@ -352,6 +352,7 @@ def test_blockdiag_generic_model_uses_materialized_blocks(numpy_xp, seed, q, nb,
     _, g = ac.value_and_grad(model, params, batch)
     gflat = backend.to_numpy(ac.flatten(g))
     out, off, kappa = [], 0, 1.0
+    n_layers = 2  # Huh's d: two Dense layers (their biases do not count as layers)
     for p in params:
         n = p.size
         blk = gg[off : off + n, off : off + n]
@@ -359,7 +360,7 @@ def test_blockdiag_generic_model_uses_materialized_blocks(numpy_xp, seed, q, nb,
         rel = lam / lam.max()
         assume(not np.any((rel > 1e-11) & (rel < 1e-7)))
         kappa = max(kappa, 1.0 / rel[rel > 1e-9].min())
-        out.append(-np_psd_power(blk, -1.0 / q, 1e-9, damping) @ gflat[off : off + n] / len(params) ** (1 / q))
+        out.append(-np_psd_power(blk, -1.0 / q, 1e-9, damping) @ gflat[off : off + n] / n_layers ** (1 / q))
         off += n
     assume(kappa < 1e6)
     d = fr.qngd_blockdiag_direction(model, params, batch, q, rcond=1e-9, damping=damping)
@@ -469,8 +470,14 @@ def test_bad_arguments_raise_naming_them(xp):
         fr.regularized_ngd_direction(model, params, batch, -0.1)
     with pytest.raises(ValueError, match=r"max_norm: expected"):
         fr.clip_direction(params, 0.0)
-    with pytest.raises(TypeError, match=r"batch: expected a tuple \(x, y\) for form='dual'"):
-        fr.qngd_direction(model, params, ac.models.whitened_moments(params[1] @ params[0]), 1.0, form="dual")
+    moments = ac.models.whitened_moments(params[1] @ params[0])
+    for form in ("dual", "svd"):
+        with pytest.raises(TypeError, match=rf"batch: expected a tuple \(x, y\) for form='{form}'"):
+            fr.qngd_direction(model, params, moments, 1.0, form=form)
+    with pytest.raises(TypeError, match=r"batch: expected a tuple \(x, y\) for form='svd'"):
+        fr.qngd_direction_svd(model, params, moments, 1.0)
+    with pytest.raises(TypeError, match=r"return_info: expected True or False"):
+        fr.qngd_direction(model, params, batch, 1.0, return_info=1)
     with pytest.raises(ValueError, match=r"params\[1\]: expected shape"):
         fr.qngd_direction(model, (params[0], params[0]), batch, 1.0)
 
@@ -498,14 +505,30 @@ def test_nan_in_params_or_gradient_raises(xp):
         fr.qngd_direction(model, params, (x, y * nan), 1.0, form="full")
     with pytest.raises(ValueError, match=r"expected finite values"):
         fr.qngd_direction(model, params, (x, y * nan), 1.0, form="dual")
+    with pytest.raises(ValueError, match=r"expected finite values"):
+        fr.qngd_direction(model, params, (x, y * nan), 1.0, form="svd")
+
+
+def test_overflowing_loss_names_the_callers_argument(numpy_xp):
+    """Finite params and batch whose loss gradient overflows: the error names ``params``
+    (the caller's argument) and the derived quantity, never an internal name alone."""
+    xp = numpy_xp
+    model, params, (x, y) = make_case(xp, (2, 3, 2), 4, 0)
+    big = (params[0] * 1e160, params[1] * 1e160)
+    for form in ("auto",) + FORMS:
+        with pytest.raises(ValueError, match=r"^params: expected parameters at which the .* is finite") as err:
+            fr.qngd_direction(model, big, (x, y), 1.0, form=form)
+        assert "gradient[" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^params: expected parameters at which the loss gradient for params\[0\]"):
+        fr.qngd_blockdiag_direction(model, big, (x, y), 1.0)
 
 
 # --------------------------------------------------------------------------- form choice as a generic
 def test_qngd_forms_is_a_generic_over_the_model_family():
     dl = ac.DeepLinear((3, 4, 2))
-    assert fr.qngd_forms(dl, ac.MSE()) == ("full", "dual", "map")
-    assert fr.qngd_forms(dl, ac.SoftmaxCrossEntropy()) == ("full", "dual")
-    assert fr.qngd_forms(ac.mlp((3, 4, 2)), ac.MSE()) == ("full", "dual")
+    assert fr.qngd_forms(dl, ac.MSE()) == ("full", "dual", "svd", "map")
+    assert fr.qngd_forms(dl, ac.SoftmaxCrossEntropy()) == ("full", "dual", "svd")
+    assert fr.qngd_forms(ac.mlp((3, 4, 2)), ac.MSE()) == ("full", "dual", "svd")
 
 
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
@@ -538,7 +561,7 @@ def test_deep_linear_with_cross_entropy_uses_the_generic_forms(xp):
     y = backend.integers(2, 0, 2, (5,), xp)
     seq = ac.models.sequential.as_sequential(model)
     loss = ac.SoftmaxCrossEntropy()
-    for form in ("auto", "full", "dual"):
+    for form in ("auto", "full", "dual", "svd"):
         d = fr.qngd_direction(model, params, (x, y), 1.0, form=form, damping=1e-3, loss=loss)
         ref = fr.qngd_direction(seq, params, (x, y), 1.0, form="full", damping=1e-3, loss=loss)
         assert_close(ac.flatten(d), ac.flatten(ref), like=params[0], rtol=1e-7, name=form)
@@ -568,3 +591,50 @@ def test_clip_rejects_non_finite_directions(xp):
     d = (xp.asarray([1.0, float("inf")], dtype=xp.float64),)
     with pytest.raises(ValueError, match=r"^direction\[0\]: expected finite values"):
         fr.clip_direction(d, 1.0)
+
+
+def test_auto_picks_the_faster_form_and_reports_it(xp):
+    """form="auto": dual where B k <= P, full where B k > P (svd ties and loses: it is
+    the slower route to the same matrix), map for deep linear + MSE; the chosen form
+    is reported by return_info and the direction equals that form's."""
+    model = ac.mlp((3, 4, 2))  # P = 26
+    params = ac.init_params(model, 0, xp)
+    loss = ac.SoftmaxCrossEntropy()
+    for nb, want in ((3, "dual"), (13, "dual"), (14, "full")):  # B k = 6, 26 (tie: dual), 28
+        x = backend.normal(1, (nb, 3), xp)
+        y = backend.integers(2, 0, 2, (nb,), xp)
+        d, info = fr.qngd_direction(model, params, (x, y), 2.0, damping=1e-3, loss=loss, return_info=True)
+        assert info.form == want
+        ref = fr.qngd_direction(model, params, (x, y), 2.0, form=want, damping=1e-3, loss=loss)
+        assert_close(ac.flatten(d), ac.flatten(ref), like=params[0], rtol=1e-12)
+    dl, dparams, batch = make_case(xp, (3, 4, 2), 5, 1)
+    assert fr.qngd_direction(dl, dparams, batch, 1.0, return_info=True)[1].form == "map"
+    labels = backend.integers(3, 0, 2, (5,), xp)
+    assert fr.qngd_direction(dl, dparams, (batch[0], labels), 1.0, loss=loss, return_info=True)[1].form == "dual"
+
+
+def test_return_info_reports_the_same_kept_rank_in_every_form(xp):
+    """A bottleneck deep linear network (rank-deficient GGN): every form keeps rank(G)
+    eigenvalues (counted independently with numpy), reports its own size, the cut-off
+    and its name; the direction is unchanged by return_info; q = inf drops nothing."""
+    model, params, batch = make_case(xp, (4, 2, 3), 6, 3)
+    gg, _ = np_ggn_grad(np_of(params), *np_of(batch))
+    lam = np.linalg.eigvalsh(gg)
+    rank = int(np.sum(lam > 1e-9 * lam.max()))
+    nb, k, p = 6, 3, 4 * 2 + 2 * 3
+    sizes = {"full": p, "dual": nb * k, "svd": min(nb * k, p), "map": 3 * 4}
+    for form in FORMS:
+        d, info = fr.qngd_direction(model, params, batch, 2.0, form=form, rcond=1e-9, return_info=True)
+        assert (info.rank, info.size, info.rcond, info.form) == (rank, sizes[form], 1e-9, form), form
+        assert info.ranks == (rank,) and info.dropped == sizes[form] - rank
+        plain = fr.qngd_direction(model, params, batch, 2.0, form=form, rcond=1e-9)
+        assert_close(ac.flatten(d), ac.flatten(plain), like=params[0], rtol=0.0)
+        _, inf_info = fr.qngd_direction(model, params, batch, math.inf, form=form, return_info=True)
+        assert inf_info.rank == inf_info.size
+    # the Sylvester path of the map form (q = 1, depth 2, whitened) reports it too
+    target = backend.normal(12, (3, 4), xp)
+    _, info = fr.qngd_direction_map(model, params, ac.models.whitened_moments(target), 1.0, rcond=1e-9,
+                                    return_info=True)
+    jm = np_map_jacobian(np_of(params))
+    lam = np.linalg.eigvalsh(jm.T @ jm)
+    assert info.rank == int(np.sum(lam > 1e-9 * lam.max())) and info.size == 12

@@ -3,7 +3,7 @@ anisotropic Nesterov cubic step against a multistart minimizer, on random indefi
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
@@ -27,11 +27,15 @@ def _problem(seed, s, *, indefinite=True, singular_d=False):
 
 
 def _residual(step, g, h, d, lam):
-    """GN-14 residual -gbar + (Hbar + lambda/2 ||D eta|| D^2) eta, relative to its terms."""
+    """GN-14 residual -gbar + (Hbar + lambda/2 ||D eta|| D^2) eta, relative to its terms
+    (each of gbar, Hbar eta and the cubic term: near the pole r0 the last two nearly
+    cancel, and rounding is relative to them, not to their sum)."""
     e = np.asarray(step.eta)
     r = np.linalg.norm(d * e)
-    m = h + 0.5 * lam * r * np.diag(d * d)
-    return np.max(np.abs(m @ e - g)) / (np.max(np.abs(g)) + np.max(np.abs(m @ e)) + 1e-300), m
+    cubic = 0.5 * lam * r * np.diag(d * d)
+    m = h + cubic
+    scale = np.max(np.abs(g)) + np.max(np.abs(h @ e)) + np.max(np.abs(cubic @ e)) + 1e-300
+    return np.max(np.abs(m @ e - g)) / scale, m
 
 
 def _multistart(g, h, d, lam, seed, starts=12):
@@ -50,6 +54,7 @@ def _multistart(g, h, d, lam, seed, starts=12):
 
 @settings(max_examples=40)
 @given(seed=seeds, s=st.integers(1, 5), indefinite=st.booleans(), singular_d=st.booleans())
+@example(seed=5457371, s=1, indefinite=True, singular_d=False)  # r* 4e-4 from the pole r0
 def test_cubic_step_is_the_global_minimizer(seed, s, indefinite, singular_d):
     """The step solves GN-14 with Hbar + c r D^2 >= 0 and no multistart BFGS run beats it (GN-13)."""
     g, h, d, lam = _problem(seed, s, indefinite=indefinite, singular_d=singular_d)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -301,8 +302,13 @@ def test_print_progress_prints_every_five_percent():
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_train_errors(numpy_xp):
     model, params, batch = make_case(numpy_xp, (2, 3, 2), 4, 0)
-    with pytest.raises(ValueError, match=r"params.*expected finite"):
+    with pytest.raises(ValueError, match=r"^params: expected a training loss below 1e\+06 x its initial value"):
         ac.train(model, params, batch, ac.sgd(1e4), 50)
+    with pytest.raises(ValueError, match=r"^params: expected finite parameters"):
+        ac.train(model, params, batch, ac.sgd(1e4), 50, divergence=None)
+    for bad in (1.0, 0.5, float("nan"), "big"):
+        with pytest.raises(ValueError, match=r"^divergence: expected"):
+            ac.train(model, params, batch, ac.sgd(0.1), 5, divergence=bad)
     with pytest.raises(ValueError, match=r"num_steps: expected an integer >= 0"):
         ac.train(model, params, batch, ac.sgd(0.1), -1)
     with pytest.raises(ValueError, match=r"record_every: expected an integer >= 1"):
@@ -345,6 +351,37 @@ def test_train_runs_one_forward_pass_per_step(numpy_xp, monkeypatch, rule, recor
     for k, step in enumerate(res.steps):
         p_k = [ref.records[f"params[{i}]"][step] for i in range(len(ws))]
         assert res.losses[k] == pytest.approx(np_loss(p_k, *bt), rel=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(0.05, 3.0), factor=st.sampled_from([2.0, 10.0, 1e3, 1e6]), seed=st.integers(0, 50),
+       record_every=st.integers(1, 7))
+def test_divergence_policy_stops_at_the_first_step_above_the_factor(lr, factor, seed, record_every):
+    """train raises DivergenceError iff the loss trajectory of plain gradient descent
+    (an independent loop) exceeds ``factor`` x its initial value within the steps, and
+    names that first step, whatever the recording interval (checked every step)."""
+    model, params, batch = make_case(backend.namespace_by_name("numpy"), (2, 3, 2), 4, seed)
+    n = 12
+    losses, p = [], tuple(params)
+    with np.errstate(all="ignore"):
+        for _ in range(n + 1):
+            value, g = ac.value_and_grad(model, p, batch) if all(np.all(np.isfinite(t)) for t in p) else (np.inf, p)
+            losses.append(float(value))
+            if not np.isfinite(value):
+                break
+            p = tuple(w - lr * gi for w, gi in zip(p, g))
+        bad = [k for k, v in enumerate(losses) if not np.isfinite(v) or v > factor * (losses[0] or 1.0)]
+        if not bad:
+            res = ac.train(model, params, batch, ac.sgd(lr), n, record_every=record_every, divergence=factor)
+            assert res.losses[-1] == pytest.approx(losses[n], rel=1e-9)
+            return
+        with pytest.raises(ac.dynamics.DivergenceError) as info:
+            ac.train(model, params, batch, ac.sgd(lr), n, record_every=record_every, divergence=factor)
+    msg = str(info.value)
+    if np.isfinite(losses[bad[0]]):
+        assert f"at step {bad[0]} (rule 'sgd'" in msg and "expected a training loss below" in msg
+    else:  # NaN/Inf: the loss of that step, or the parameters of the step before it
+        assert re.search(rf"(at|after) step ({bad[0]}|{bad[0] - 1})\b", msg), msg
 
 
 def test_train_raises_divergence_error(numpy_xp):

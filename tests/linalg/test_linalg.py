@@ -189,6 +189,42 @@ def test_pinv_power_equals_psd_power_for_psd(xp, seed, n, data, p, dtype):
         assert_close(pinv_power(a, p, damping=d), expected, like=a)
 
 
+@given(seed=seeds, n=sizes, data=st.data(), dtype=dtypes)
+def test_return_info_reports_the_kept_rank(xp, seed, n, data, dtype):
+    """``return_info=True``: (result, PowerInfo) with the rank of the construction (the
+    nonzero eigen/singular values are in [0.5, 2], the rest 0, cut-off 0.1), the size,
+    the cut-off and the routine's decomposition; the result is the plain call's."""
+    rank = data.draw(st.integers(0, n), label="rank")
+    m = data.draw(sizes, label="m")
+    a = to_xp(psd_np(seed, n, rank)[0] if rank else np.zeros((n, n)), xp, dtype)
+    out, info = psd_power(a, -0.5, rcond=0.1, return_info=True)
+    assert (info.rank, info.size, info.rcond, info.form, info.ranks) == (rank, n, 0.1, "eigh", (rank,))
+    assert info.dropped == n - rank
+    assert_close(out, host(psd_power(a, -0.5, rcond=0.1)), like=a, rtol=0.0)
+    r = min(rank, m, n)
+    g = to_xp(general_np(seed, m, n, r)[0] if r else np.zeros((m, n)), xp, dtype)
+    out, info = pinv_power(g, 1.0, rcond=0.1, return_info=True)
+    assert (info.rank, info.size, info.rcond, info.form) == (r, min(m, n), 0.1, "svd")
+    assert_close(out, host(pinv_power(g, 1.0, rcond=0.1)), like=g, rtol=0.0)
+
+
+def test_return_info_batches_defaults_and_empty(xp):
+    # a batch: the rank of every matrix (row-major) and the smallest; default cut-off n eps
+    lam = np.array([[1.0, 0.5, 0.0], [1.0, 1e-20, 0.25]])
+    a = to_xp(np.stack([np.diag(v) for v in lam]).reshape(2, 1, 3, 3), xp, "float64")
+    _, info = psd_power(a, -1.0, return_info=True)
+    assert info.ranks == (2, 2) and info.rank == 2 and info.rcond == 3 * float(np.finfo(np.float64).eps)
+    b = to_xp(np.stack([np.diag([1.0, 0.5, 0.25]), np.diag([1.0, 0.0, 0.0])]), xp, "float32")
+    _, info = pinv_power(b, 0.5, return_info=True)
+    assert info.ranks == (3, 1) and info.rank == 1 and info.size == 3
+    # float32: the default cut-off (3 eps32 ~ 3.6e-7 of the largest eigenvalue) drops 1e-8
+    c = to_xp(np.diag([1.0, 1e-3, 1e-8]), xp, "float32")
+    _, info = psd_power(c, -1.0, return_info=True)
+    assert (info.rank, info.dropped) == (2, 1)
+    e = to_xp(np.zeros((0, 0)), xp, "float64")
+    assert psd_power(e, -1.0, return_info=True)[1].size == 0
+
+
 # ------------------------------------------------------------------------- Kronecker
 @given(seed=seeds, shape=st.tuples(sizes, sizes, sizes, sizes), batch=st.sampled_from([(), (2,), (2, 3)]),
        dtype=dtypes)
