@@ -85,7 +85,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--other", required=True, help="path of the other checkout (e.g. a git worktree)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     roots = {"this": ROOT, "other": pathlib.Path(args.other).resolve()}
