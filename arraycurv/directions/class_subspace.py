@@ -59,6 +59,11 @@ def _nonneg(value, name):
     return check_real(value, name, lo=0, want="a finite real number >= 0")
 
 
+def _step_hypers(lr, damping, rcond):
+    """The checked (lr, damping, rcond) of a subspace step."""
+    return check_lr(lr), _nonneg(damping, "damping"), check_rcond(rcond)
+
+
 def _rcond(rcond, n, dtype, xp):
     return max(n, 1) * float(xp.finfo(dtype).eps) if rcond is None else rcond
 
@@ -116,9 +121,7 @@ def class_subspace_newton_direction(grads, vectors, eigenvalues, lr: float, *, d
     -------
     tuple shaped like ``grads``: the step theta' - theta.
     """
-    lr = check_lr(lr)
-    damping = _nonneg(damping, "damping")
-    rcond = check_rcond(rcond)
+    lr, damping, rcond = _step_hypers(lr, damping, rcond)
     xp, _ = _check_directions_call(grads, vectors, "vectors", "eigenvalues", eigenvalues, lambda s: (s,))
     inv = _inverse_eigenvalues(xp, eigenvalues, _rcond(rcond, eigenvalues.shape[0], eigenvalues.dtype, xp), damping)
     coef = (inv - lr) * _coefficients(xp, vectors, grads)
@@ -137,9 +140,7 @@ def subspace_newton_direction(grads, basis, curvature, lr: float, *, damping: fl
     |mu|`` (default ``S * eps``) cut; an indefinite K_U (the Hessian) keeps its negative
     eigenvalues (the exact Newton step in the span). ``damping`` shifts the kept ones.
     """
-    lr = check_lr(lr)
-    damping = _nonneg(damping, "damping")
-    rcond = check_rcond(rcond)
+    lr, damping, rcond = _step_hypers(lr, damping, rcond)
     xp, s = _check_directions_call(grads, basis, "basis", "curvature", curvature, lambda s: (s, s))
     check_symmetric(curvature, "curvature", xp, rtol=max(1e-6, 1e3 * float(xp.finfo(curvature.dtype).eps)))
     return _subspace_newton(xp, grads, basis, curvature, lr, damping, rcond)
@@ -190,9 +191,7 @@ def class_subspace_direction(model, params, batch, *, lr: float, variant: str = 
     -------
     tuple shaped like ``params``: the step theta' - theta.
     """
-    lr = check_lr(lr)
-    damping = _nonneg(damping, "damping")
-    rcond = check_rcond(rcond)
+    lr, damping, rcond = _step_hypers(lr, damping, rcond)
     if not isinstance(variant, str) or variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     if not isinstance(curvature, str) or curvature not in CURVATURES:
