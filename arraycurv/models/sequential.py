@@ -181,7 +181,7 @@ def _check_tangent_tree(model, params, tangent, name):
     if not isinstance(tangent, (tuple, list)) or len(tangent) != len(shapes):
         got = f"{len(tangent)} arrays" if isinstance(tangent, (tuple, list)) else type(tangent).__name__
         raise ValueError(f"{name}: expected a tuple of {len(shapes)} arrays shaped like params, got {got}")
-    backend.namespace_of(params=tuple(params), **{name: tuple(tangent)})
+    xp = backend.namespace_of(params=tuple(params), **{name: tuple(tangent)})
     lead = None
     for i, (t, s) in enumerate(zip(tangent, shapes)):
         n = len(s)
@@ -194,16 +194,18 @@ def _check_tangent_tree(model, params, tangent, name):
             lead = this
         elif this != lead:
             raise ValueError(f"{name}[{i}]: expected leading axes {lead} like {name}[0], got shape {tuple(t.shape)}")
+    backend.check_all_finite(xp, [(f"{name}[{i}]", t) for i, t in enumerate(tangent)])
     return lead or ()
 
 
 def _check_cotangent(lin, cotangent, name="cotangent"):
-    backend.namespace_of(outputs=lin.outputs, **{name: cotangent})
+    xp = backend.namespace_of(outputs=lin.outputs, **{name: cotangent})
     b, k = lin.outputs.shape
     if cotangent.ndim < 2 or tuple(cotangent.shape[-2:]) != (b, k):
         raise ValueError(f"{name}: expected shape ({b}, {k}) or (m, {b}, {k}), got {tuple(cotangent.shape)}")
     if cotangent.dtype != lin.outputs.dtype:
         raise TypeError(f"{name}: expected dtype {lin.outputs.dtype} like the outputs, got {cotangent.dtype}")
+    backend.check_all_finite(xp, [(name, cotangent)])
 
 
 # --------------------------------------------------------------------- builders
@@ -519,6 +521,8 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     ``v`` is shaped like the parameters and may carry leading axes (m products at once).
     """
     check_targets(loss, lin.outputs, y)
+    if y.dtype == lin.outputs.dtype:  # real targets (labels are range-checked above)
+        backend.check_all_finite(_lin_xp(lin), [("y", y)])
     _check_tangent_tree(lin.model, lin.params, v, "v")
     return _hvp_linearized(lin, y, v, loss)
 

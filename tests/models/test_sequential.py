@@ -535,3 +535,31 @@ def test_bad_architectures_raise_named_errors():
     with pytest.raises(ValueError, match="pool"):
         lenet5(pool="median")
     assert math.prod(lenet5((1, 8, 8)).input_shape) == 64
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_linearization_products_reject_non_finite_arguments(xp, bad):
+    """The products of a (cached) linearization check their own arguments: a NaN/Inf in
+    the tangent, the cotangent or the targets raises, naming it (issue 9)."""
+    from arraycurv.models import sequential as seq
+
+    model = mlp((3, 4, 2))
+    params = ac.init_params(model, 0, xp)
+    v = ac.init_params(model, 1, xp)
+    x = backend.normal(2, (5, 3), xp)
+    y = backend.normal(3, (5, 2), xp)
+    lin = linearize(model, params, x)
+    poisoned = (v[0],) + (v[1] + bad,) + tuple(v[2:])
+    u = backend.normal(4, (5, 2), xp)
+    calls = {
+        r"^tangent\[1\]": lambda: lin.jvp(poisoned),
+        r"^v\[1\]": lambda: lin.hvp(y, poisoned),
+        r"^cotangent": lambda: lin.vjp(u + bad),
+        r"^y": lambda: lin.hvp(y + bad, v),
+        r"^cotangent:": lambda: seq.backprop_to_layer_outputs(lin, u + bad),
+    }
+    for match, call in calls.items():
+        with pytest.raises(ValueError, match=match + r".*expected finite values"):
+            call()
+    # the same calls with finite arguments agree with the public verbs
+    assert_tree_close(lin.hvp(y, v), ac.hvp(model, params, (x, y), v), like=x)
