@@ -66,6 +66,7 @@ class _Operator(LinearOperator):
         super().__init__(dtype=dt, shape=(p, p))
 
     def _matvec(self, v):
+        backend.check_all_finite(backend.host_namespace(), [("v", v)])  # the vector of ``op @ v``
         vec = backend.from_numpy(v.reshape(-1), self._xp, dtype=self._dtype, device=self._device)
         out = self._fn(unflatten(vec, self._shapes, "v"))
         return backend.to_numpy(flatten(out)).reshape(v.shape).astype(self.dtype, copy=False)
@@ -76,6 +77,7 @@ class _Operator(LinearOperator):
         else SciPy's column loop."""
         if not self._batched or X.ndim != 2:
             return super()._matmat(X)
+        backend.check_all_finite(backend.host_namespace(), [("X", X)])
         rows = backend.from_numpy(X.T, self._xp, dtype=self._dtype, device=self._device)  # (k, P)
         out = self._fn(unflatten(rows, self._shapes, "X"))
         k = X.shape[1]

@@ -151,3 +151,20 @@ def test_bad_inputs_raise_named_errors(xp):
         op @ np.ones(5)
     with pytest.raises(TypeError, match="x: expected dtype float32 or float64"):
         ac.curvature.ggn_operator(model, params, (xp.astype(x, xp.int64), y))
+
+
+@pytest.mark.parametrize("name", ["ggn_operator", "hessian_operator", "fisher_operator"])
+def test_operator_products_reject_non_finite_vectors(name):
+    """``op @ v`` and ``op @ X`` name the vector the caller passed when it holds NaN/Inf."""
+    model = ac.mlp((3, 4, 2))
+    params = ac.init_params(model, 0)
+    batch = (np.ones((5, 3)), np.zeros((5, 2)))
+    op = getattr(ac.curvature, name)(model, params, batch)
+    n = op.shape[0]
+    with pytest.raises(ValueError, match=r"^v: expected finite values, got 1 NaN/Inf"):
+        op @ np.where(np.arange(n) == 3, np.nan, 1.0)
+    bad = np.ones((n, 2))
+    bad[5, 1] = np.inf
+    with pytest.raises(ValueError, match=r"^(X|v): expected finite values"):
+        op @ bad
+    assert np.all(np.isfinite(op @ np.ones(n)))
