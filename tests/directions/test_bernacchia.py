@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import arraycurv as ac
@@ -88,6 +88,7 @@ def _loss(model, params, batch):
 # ----------------------------------------------------------------------------- generalized inverse
 @given(widths=exact_widths(), seed=seeds, dtype=dtypes)
 @settings(max_examples=20)
+@example(widths=(3, 4, 6, 4), seed=922, dtype="float32")  # |d| ~ 100 |g|: F d rounds at 1e-2 |g|
 def test_eq10_solves_the_fisher_system_and_differs_from_moore_penrose(xp, widths, seed, dtype):
     model = ac.DeepLinear(widths)
     params = _params(model, seed, xp, dtype)
@@ -102,10 +103,13 @@ def test_eq10_solves_the_fisher_system_and_differs_from_moore_penrose(xp, widths
     conds = [np.linalg.cond(backend.to_numpy(w).astype(np.float64)) ** 2 for w in params]
     kappa = np.linalg.cond(xh.T @ xh) * np.prod(conds)
     tol = 1e-9 if dtype == "float64" else max(2e-3, 100 * float(np.finfo(np.float32).eps) * kappa)
-    assert np.max(np.abs(fisher @ dv + grad)) <= tol * np.max(np.abs(grad)) + 1e-300
+    # the residual of a backward-stable solve is relative to |F| |d| + |g|: where d is much
+    # larger than g (small nonzero Fisher eigenvalues) float32 rounding of F d dominates
+    scale = np.max(np.abs(grad)) if dtype == "float64" else np.max(np.abs(fisher) @ np.abs(dv) + np.abs(grad))
+    assert np.max(np.abs(fisher @ dv + grad)) <= tol * scale + 1e-300
     d_mp = -np.linalg.pinv(fisher, rcond=1e-10, hermitian=True) @ grad
     diff = dv - d_mp
-    assert np.max(np.abs(fisher @ diff)) <= tol * np.max(np.abs(grad))  # a null-space component
+    assert np.max(np.abs(fisher @ diff)) <= tol * scale  # a null-space component
     if dtype == "float64" and model.num_params > widths[0] * widths[-1]:
         assert np.linalg.norm(diff) > 1e-6 * np.linalg.norm(dv)  # ... which is not zero
 
