@@ -97,6 +97,7 @@ def check_targets(loss, outputs, targets) -> None:
 def _(loss: MSE, outputs, targets) -> None:
     _check_outputs(outputs, None)
     check_target_shape(loss, targets, tuple(outputs.shape), "targets")
+    backend.namespace_of(outputs=outputs, targets=targets)  # before comparing dtypes across namespaces
     if targets.dtype != outputs.dtype:
         raise TypeError(f"targets: expected dtype {outputs.dtype} like outputs, got {targets.dtype}")
 

@@ -6,8 +6,14 @@ low-rank and spectral linear algebra (:mod:`arraycurv.linalg.lowrank`,
 :mod:`arraycurv.linalg.spectral`), Bernacchia's natural gradient
 (:mod:`arraycurv.directions.bernacchia`), summary tensors and their Newton steps
 (:mod:`arraycurv.curvature.summary`, :mod:`arraycurv.directions.newton_summary`), chunked
-reductions (:mod:`arraycurv.curvature.reduce`) and partitions
-(:mod:`arraycurv.params.partition`). The cases follow the public names of each module's
+reductions (:mod:`arraycurv.curvature.reduce`), partitions (:mod:`arraycurv.params.partition`),
+Sequential internals (:mod:`arraycurv.models.sequential`: linearized products, builders), the
+Fisher, Kronecker-factor and operator modules (:mod:`arraycurv.curvature.fisher`,
+:mod:`arraycurv.curvature.kron`, :mod:`arraycurv.curvature.operators`), losses
+(:mod:`arraycurv.losses`), parameter trees (:mod:`arraycurv.params`), transforms and damping
+controllers (:mod:`arraycurv.rules.transforms`, :mod:`arraycurv.rules.damping`). Elementwise tree
+arithmetic and ``loss_grad`` propagate NaN by design (no host sync on those hot paths), so
+only their structural misuse is fuzzed here. The cases follow the public names of each module's
 ``__all__`` (:func:`test_every_public_routine_is_fuzzed` checks the coverage), grouped by
 signature family, with the same rule as :mod:`tests.test_bad_input`: each malformed call
 raises ``TypeError``/``ValueError`` whose message starts with ``"<argument>: expected"``.
@@ -21,6 +27,11 @@ import numpy as np
 import pytest
 
 import arraycurv as ac
+from arraycurv import losses as ls
+from arraycurv import params as pr
+from arraycurv.curvature import fisher as fi
+from arraycurv.curvature import kron as kr
+from arraycurv.curvature import operators as op
 from arraycurv.curvature import reduce as rd
 from arraycurv.curvature import subspace as cs
 from arraycurv.curvature import summary as sm
@@ -31,10 +42,14 @@ from arraycurv.directions import newton_summary as ns
 from arraycurv.linalg import lowrank as lr
 from arraycurv.linalg import spectral as sp
 from arraycurv.linalg import subspaces as ss
+from arraycurv.models import sequential as sq
+from arraycurv.models.layers import Conv2d, Dense
 from arraycurv.params import partition as pt
 from arraycurv.rules import class_subspace as rcs
+from arraycurv.rules import damping as dm
+from arraycurv.rules import transforms as tf
 
-from .test_bad_input import CE, INF, NAN, STRICT, _cnn, _randn, _setp, _with, classify
+from .test_bad_input import CE, INF, MSE, NAN, STRICT, _cnn, _randn, _setp, _with, classify
 
 CASES: list = []  # (id, argument regex, thunk)
 COVERED: set = set()  # "module.name" of the public routines the cases call
@@ -821,13 +836,453 @@ def _kfac_cases():
     bad("kfac-model", "model", lambda: kf.kfac_qngd_direction("mlp", params, (x, y), 2.0), cov)
 
 
+# ----------------------------------------------------------------------------- Sequential internals
+def _sequential_cases():
+    m = "arraycurv.models.sequential"
+    model = ac.mlp((3, 4, 2))
+    params = ac.init_params(model, 0)
+    x = _randn(1, 5, 3)
+    lin = sq.linearize(model, params, x)
+    v = ac.init_params(model, 1)
+    c = _randn(3, 3, 5, 2)
+    y = _randn(2, 5, 2)
+    tangent_calls = {
+        "jvp_linearized": (lambda ln, t: sq.jvp_linearized(ln, t), "tangent"),
+        "hvp_linearized": (lambda ln, t: sq.hvp_linearized(ln, y, t), "v"),
+    }
+    for name, (call, arg) in tangent_calls.items():
+        cov = f"{m}.{name}"
+        bad(f"{name}-lin-type", "lin", lambda call=call: call("lin", v), cov)
+        bad(f"{name}-lin-other", "lin", lambda call=call: call(ac.linearize(ac.DeepLinear((3, 4, 2)), (
+            np.ones((4, 3)), np.ones((2, 4))), x), v), cov)
+        bad(f"{name}-{arg}-list", rf"{arg}(\[0\])?", lambda call=call: call(lin, [q.tolist() for q in v]), cov)
+        bad(f"{name}-{arg}-nan", rf"{arg}\[0\]", lambda call=call: call(lin, _setp(v, 0, _with(v[0], NAN))), cov)
+        bad(f"{name}-{arg}-inf", rf"{arg}\[\d\]", lambda call=call: call(lin, _setp(v, 3, _with(v[3], INF))), cov)
+        bad(f"{name}-{arg}-shape", rf"{arg}\[0\]", lambda call=call: call(lin, _setp(v, 0, v[0][..., :1])), cov)
+        bad(f"{name}-{arg}-short", arg, lambda call=call: call(lin, v[:-1]), cov)
+        bad(f"{name}-{arg}-array", arg, lambda call=call: call(lin, np.ones(3)), cov)
+        bad(f"{name}-{arg}-f32", rf"{arg}\[\d\]", lambda call=call: call(lin, _setp(v, 1, v[1].astype(np.float32))),
+            cov)
+        bad(f"{name}-{arg}-int", rf"{arg}\[\d\]", lambda call=call: call(lin, tuple(
+            np.ones(q.shape, dtype=np.int64) for q in v)), cov)
+        bad(f"{name}-{arg}-strict", rf"{arg}\[\d\]", lambda call=call: call(lin, tuple(
+            STRICT.asarray(q) for q in v)), cov)
+        bad(f"{name}-{arg}-lead", rf"{arg}\[1\]", lambda call=call: call(lin, _setp(v, 1, np.stack([v[1]] * 2))),
+            cov)
+    bad("hvp-linearized-y-nan", "y", lambda: sq.hvp_linearized(lin, _with(y, NAN), v))
+    bad("hvp-linearized-y-shape", "y", lambda: sq.hvp_linearized(lin, y[:4], v))
+    bad("hvp-linearized-y-list", "y", lambda: sq.hvp_linearized(lin, y.tolist(), v))
+    bad("hvp-linearized-y-f32", "y", lambda: sq.hvp_linearized(lin, y.astype(np.float32), v))
+    bad("hvp-linearized-y-labels", "y", lambda: sq.hvp_linearized(lin, np.asarray([0, 1, 5, 1, 0]), v, CE))
+    bad("hvp-linearized-loss", "loss", lambda: sq.hvp_linearized(lin, y, v, "mse"))
+    cot_calls = {
+        "vjp_linearized": lambda ln, c: sq.vjp_linearized(ln, c),
+        "vjp_linearized_per_sample": lambda ln, c: sq.vjp_linearized(ln, c, per_sample=True),
+        "backprop_to_layer_outputs": lambda ln, c: sq.backprop_to_layer_outputs(ln, c),
+    }
+    for name, call in cot_calls.items():
+        cov = f"{m}.{name.replace('_per_sample', '')}"
+        bad(f"{name}-lin-type", "lin", lambda call=call: call(params, c[0]), cov)
+        bad(f"{name}-cotangent-nan", "cotangent", lambda call=call: call(lin, _with(c, NAN)), cov)
+        bad(f"{name}-cotangent-inf", "cotangent", lambda call=call: call(lin, _with(c[0], -INF)), cov)
+        bad(f"{name}-cotangent-list", "cotangent", lambda call=call: call(lin, c[0].tolist()), cov)
+        bad(f"{name}-cotangent-shape", "cotangent", lambda call=call: call(lin, c[0, :4]), cov)
+        bad(f"{name}-cotangent-width", "cotangent", lambda call=call: call(lin, c[0, :, :1]), cov)
+        bad(f"{name}-cotangent-1d", "cotangent", lambda call=call: call(lin, c[0, 0]), cov)
+        bad(f"{name}-cotangent-f32", "cotangent", lambda call=call: call(lin, c.astype(np.float32)), cov)
+        bad(f"{name}-cotangent-int", "cotangent", lambda call=call: call(lin, np.ones((5, 2), dtype=np.int64)), cov)
+        bad(f"{name}-cotangent-strict", "cotangent", lambda call=call: call(lin, STRICT.asarray(c[0])), cov)
+    bad("vjp-linearized-per-sample", "per_sample", lambda: sq.vjp_linearized(lin, c[0], per_sample="yes"))
+    cov = f"{m}.layer_inputs"
+    bad("layer-inputs-lin-type", "lin", lambda: sq.layer_inputs("lin"), cov)
+    bad("layer-inputs-lin-params", "lin", lambda: sq.layer_inputs(params), cov)
+    cov = f"{m}.layer_param_indices"
+    bad("layer-param-indices-str", "model", lambda: sq.layer_param_indices("mlp"), cov)
+    bad("layer-param-indices-deep-linear", "model", lambda: sq.layer_param_indices(ac.DeepLinear((3, 2))), cov)
+    cov = f"{m}.as_sequential"
+    bad("as-sequential-str", "model", lambda: sq.as_sequential("mlp"), cov)
+    bad("as-sequential-none", "model", lambda: sq.as_sequential(None), cov)
+    cov = f"{m}.linearize"
+    bad("sq-linearize-x-nan", "x", lambda: sq.linearize(model, params, _with(x, NAN)), cov)
+    bad("sq-linearize-x-width", "x", lambda: sq.linearize(model, params, x[:, :2]), cov)
+    bad("sq-linearize-params-short", "params", lambda: sq.linearize(model, params[:1], x), cov)
+    bad("sq-linearize-model", "model", lambda: sq.linearize("mlp", params, x), cov)
+
+
+def _sequential_builder_cases():
+    m = "arraycurv.models.sequential"
+    cov = f"{m}.mlp"
+    for name, kw in (("sizes-int", dict(sizes=3)), ("sizes-short", dict(sizes=(3,))),
+                     ("sizes-zero", dict(sizes=(3, 0))),
+                     ("sizes-float", dict(sizes=(3.0, 2))), ("sizes-bool", dict(sizes=(3, True))),
+                     ("sizes-str", dict(sizes="32")), ("sizes-none", dict(sizes=None)),
+                     ("activation", dict(sizes=(3, 2), activation="bogus")),
+                     ("activation-int", dict(sizes=(3, 2), activation=3)),
+                     ("bias", dict(sizes=(3, 2), bias="yes"))):
+        bad(f"mlp-{name}", name.split("-")[0], lambda kw=kw: sq.mlp(**kw), cov)
+    cov = f"{m}.lenet5"
+    for name, kw in (("input_shape-2d", dict(input_shape=(28, 28))), ("input_shape-int", dict(input_shape=28)),
+                     ("input_shape-zero", dict(input_shape=(1, 0, 28))),
+                     ("input_shape-tiny", dict(input_shape=(1, 2, 2))),
+                     ("num_classes-zero", dict(num_classes=0)), ("num_classes-float", dict(num_classes=2.5)),
+                     ("activation", dict(activation="bogus")), ("pool", dict(pool="min")),
+                     ("padding-neg", dict(padding=(-1, 0))), ("padding-len", dict(padding=(1,))),
+                     ("padding-int", dict(padding=2)), ("padding-float", dict(padding=(1.5, 0)))):
+        bad(f"lenet5-{name}", name.split("-")[0], lambda kw=kw: sq.lenet5(**kw), cov)
+    cov = f"{m}.Sequential"
+    bad("sequential-layers-empty", "layers", lambda: sq.Sequential((), (3,)), cov)
+    bad("sequential-layers-str", "layers", lambda: sq.Sequential("dense", (3,)), cov)
+    bad("sequential-input-shape", "input_shape", lambda: sq.Sequential((Dense(3, 2),), (0,)), cov)
+    bad("sequential-input-shape-int", "input_shape", lambda: sq.Sequential((Dense(3, 2),), 3), cov)
+    bad("sequential-chain", r"layers(\[\d\])?", lambda: sq.Sequential((Dense(3, 2), Dense(3, 2)), (3,)), cov)
+    bad("sequential-layer-type", r"layers(\[\d\])?", lambda: sq.Sequential(("dense",), (3,)), cov)
+    bad("sequential-image-out", r"layers(\[\d\])?", lambda: sq.Sequential((Conv2d(1, 2, 3),), (1, 4, 4)), cov)
+
+
+# ----------------------------------------------------------------------------- Fisher, Kronecker factors, operators
+def _x_family(prefix, call, model, params, x, covers=()):
+    """The common malformed calls of a routine ``call(params, x)`` (inputs only)."""
+    def add(cat, arg, p=params, xx=x):
+        bad(f"{prefix}-{cat}", arg, lambda: call(p, xx), *covers)
+
+    add("params-list", r"params(\[0\])?", p=[q.tolist() for q in params])
+    add("params-nan", r"params\[0\]", p=_setp(params, 0, _with(params[0], NAN)))
+    add("params-shape", r"params\[0\]", p=_setp(params, 0, params[0][..., :1]))
+    add("params-short", "params", p=params[:-1])
+    add("params-mixed-f32", r"params\[\d\]", p=_setp(params, 0, params[0].astype(np.float32)))
+    add("x-list", "x", xx=x.tolist())
+    add("x-nan", "x", xx=_with(x, NAN, 3))
+    add("x-inf", "x", xx=_with(x, -INF))
+    add("x-empty", "x", xx=x[:0])
+    add("x-width", "x", xx=np.concatenate([x, x], axis=-1))
+    add("x-ndim", "x", xx=x[0])
+    add("x-int", "x", xx=np.zeros(x.shape, dtype=np.int64))
+    add("x-f32", "x", xx=x.astype(np.float32))
+    add("x-strict", "x", xx=STRICT.asarray(x))
+
+
+def _fisher_cases():
+    m = "arraycurv.curvature.fisher"
+    reg, cls = ac.mlp((3, 4, 2)), ac.mlp((3, 4, 3))
+    preg, pcls = ac.init_params(reg, 0), ac.init_params(cls, 0)
+    x = _randn(1, 5, 3)
+    yreg, ycls = _randn(2, 5, 2), np.asarray([0, 1, 2, 1, 0])
+    vreg = ac.init_params(reg, 1)
+    x_routines = {
+        "fisher_exact_matrix": lambda p, x: fi.fisher_exact_matrix(reg, p, x),
+        "fisher_exact_vp": lambda p, x: fi.fisher_exact_vp(reg, p, x, vreg),
+        "fisher_mc_matrix": lambda p, x: fi.fisher_mc_matrix(reg, p, x, num_samples=2),
+        "fisher_mc_vp": lambda p, x: fi.fisher_mc_vp(reg, p, x, vreg, num_samples=2),
+        "kron_factors": lambda p, x: kr.kron_factors(reg, p, x),
+        "kron_factors_mc": lambda p, x: kr.kron_factors(reg, p, x, fisher="mc"),
+    }
+    for name, call in x_routines.items():
+        mod = "arraycurv.curvature.kron" if name.startswith("kron") else m
+        _x_family(f"m2-{name}", call, reg, preg, x, covers=(f"{mod}.{name.removesuffix('_mc')}",))
+    batch_routines = {
+        "fisher_empirical_matrix": (lambda p, b: fi.fisher_empirical_matrix(reg, p, b), reg, preg, yreg, False),
+        "fisher_empirical_vp": (lambda p, b: fi.fisher_empirical_vp(reg, p, b, vreg), reg, preg, yreg, False),
+        "per_sample_grads": (lambda p, b: fi.per_sample_grads(reg, p, b), reg, preg, yreg, False),
+        "per_sample_grads_ce": (lambda p, b: fi.per_sample_grads(cls, p, b, CE), cls, pcls, ycls, True),
+        "ggn_operator": (lambda p, b: op.ggn_operator(reg, p, b), reg, preg, yreg, False),
+        "hessian_operator_ce": (lambda p, b: op.hessian_operator(cls, p, b, CE), cls, pcls, ycls, True),
+        "fisher_operator_mc": (lambda p, b: op.fisher_operator(reg, p, b, variant="mc"), reg, preg, yreg, False),
+        "fisher_operator_empirical": (lambda p, b: op.fisher_operator(cls, p, b, CE, variant="empirical"), cls,
+                                      pcls, ycls, True),
+    }
+    for name, (call, model, params, y, labels) in batch_routines.items():
+        mod = m if "grads" in name or "empirical_" in name else "arraycurv.curvature.operators"
+        fn = name.replace("_ce", "").replace("_mc", "").replace("_empirical", "") if mod != m else name.replace(
+            "_ce", "")
+        _batch_family(f"m2-{name}", call, model, params, x, y, labels=labels, covers=(f"{mod}.{fn}",))
+    b = (x, yreg)
+    for name, f in (("fisher_exact_vp", lambda v: fi.fisher_exact_vp(reg, preg, x, v)),
+                    ("fisher_mc_vp", lambda v: fi.fisher_mc_vp(reg, preg, x, v)),
+                    ("fisher_empirical_vp", lambda v: fi.fisher_empirical_vp(reg, preg, b, v))):
+        bad(f"m2-{name}-v-nan", r"v\[0\]", lambda f=f: f(_setp(vreg, 0, _with(vreg[0], NAN))))
+        bad(f"m2-{name}-v-short", "v", lambda f=f: f(vreg[:1]))
+        bad(f"m2-{name}-v-list", r"v(\[0\])?", lambda f=f: f([q.tolist() for q in vreg]))
+        bad(f"m2-{name}-v-shape", r"v\[0\]", lambda f=f: f(_setp(vreg, 0, vreg[0].T)))
+        bad(f"m2-{name}-v-f32", r"v\[\d\]", lambda f=f: f(tuple(q.astype(np.float32) for q in vreg)))
+    for name, f in (("fisher_mc_matrix", lambda **kw: fi.fisher_mc_matrix(reg, preg, x, **kw)),
+                    ("fisher_mc_vp", lambda **kw: fi.fisher_mc_vp(reg, preg, x, vreg, **kw)),
+                    ("kron_factors", lambda **kw: kr.kron_factors(reg, preg, x, fisher="mc", **kw)),
+                    ("fisher_operator", lambda **kw: op.fisher_operator(reg, preg, b, variant="mc", **kw))):
+        for cat, kw in (("n-zero", dict(num_samples=0)), ("n-float", dict(num_samples=1.5)),
+                        ("n-str", dict(num_samples="2")), ("n-bool", dict(num_samples=True)),
+                        ("seed-neg", dict(seed=-1)), ("seed-float", dict(seed=1.5)), ("seed-str", dict(seed="0"))):
+            arg = "num_samples" if cat.startswith("n-") else "seed"
+            bad(f"m2-{name}-{cat}", arg, lambda f=f, kw=kw: f(**kw))
+    for name, f in (("fisher_exact_matrix", lambda loss: fi.fisher_exact_matrix(reg, preg, x, loss)),
+                    ("fisher_empirical_matrix", lambda loss: fi.fisher_empirical_matrix(reg, preg, b, loss)),
+                    ("kron_factors", lambda loss: kr.kron_factors(reg, preg, x, loss)),
+                    ("ggn_operator", lambda loss: op.ggn_operator(reg, preg, b, loss)),
+                    ("hessian_operator", lambda loss: op.hessian_operator(reg, preg, b, loss))):
+        bad(f"m2-{name}-loss-str", "loss", lambda f=f: f("mse"))
+        bad(f"m2-{name}-loss-class", "loss", lambda f=f: f(ac.MSE))
+        bad(f"m2-{name}-model", "model", lambda name=name: {
+            "fisher_exact_matrix": lambda: fi.fisher_exact_matrix("mlp", preg, x),
+            "fisher_empirical_matrix": lambda: fi.fisher_empirical_matrix("mlp", preg, b),
+            "kron_factors": lambda: kr.kron_factors("mlp", preg, x),
+            "ggn_operator": lambda: op.ggn_operator("mlp", preg, b),
+            "hessian_operator": lambda: op.hessian_operator("mlp", preg, b)}[name]())
+    bad("m2-kron-factors-fisher", "fisher", lambda: kr.kron_factors(reg, preg, x, fisher="bogus"))
+    bad("m2-kron-factors-fisher-int", "fisher", lambda: kr.kron_factors(reg, preg, x, fisher=1))
+    bad("m2-fisher-operator-variant", "variant", lambda: op.fisher_operator(reg, preg, b, variant="bogus"))
+    bad("m2-fisher-operator-variant-none", "variant", lambda: op.fisher_operator(reg, preg, b, variant=None))
+
+
+def _kfac_block_cases():
+    reg = ac.mlp((3, 4, 2))
+    fac = kr.kron_factors(reg, ac.init_params(reg, 0), _randn(1, 5, 3))[0]
+    cov = "arraycurv.curvature.kron.kfac_block"
+    bad("kfac-block-type", "factors", lambda: kr.kfac_block((fac.G, fac.A)), cov)
+    bad("kfac-block-none", "factors", lambda: kr.kfac_block(None), cov)
+    bad("kfac-block-g-nan", r"factors\.G", lambda: kr.kfac_block(kr.KFactors(_with(fac.G, NAN), fac.A)), cov)
+    bad("kfac-block-a-inf", r"factors\.A", lambda: kr.kfac_block(kr.KFactors(fac.G, _with(fac.A, INF))), cov)
+    bad("kfac-block-g-list", r"factors\.G", lambda: kr.kfac_block(kr.KFactors(fac.G.tolist(), fac.A)), cov)
+    bad("kfac-block-a-1d", r"factors\.A", lambda: kr.kfac_block(kr.KFactors(fac.G, fac.A[0])), cov)
+    bad("kfac-block-g-rect", r"factors\.G", lambda: kr.kfac_block(kr.KFactors(fac.G[:1], fac.A)), cov)
+    bad("kfac-block-a-f32", r"factors\.A", lambda: kr.kfac_block(kr.KFactors(fac.G, fac.A.astype(np.float32))), cov)
+    bad("kfac-block-a-strict", r"factors\.A", lambda: kr.kfac_block(kr.KFactors(fac.G, STRICT.asarray(fac.A))), cov)
+    bad("kfac-block-g-int", r"factors\.G", lambda: kr.kfac_block(kr.KFactors(np.eye(2, dtype=np.int64), fac.A)),
+        cov)
+
+
+# ----------------------------------------------------------------------------- losses
+def _losses_cases():
+    m = "arraycurv.losses"
+    out, y = _randn(0, 5, 3), _randn(1, 5, 3)
+    lab = np.asarray([0, 1, 2, 1, 0])
+    for loss, tgt in ((MSE, y), (CE, lab)):
+        k = type(loss).__name__
+        with_t = {"loss_value": ls.loss_value, "loss_grad": ls.loss_grad, "check_targets": ls.check_targets}
+        for name, f in with_t.items():
+            cov = f"{m}.{name}"
+            bad(f"m2-{name}-{k}-outputs-list", "outputs", lambda f=f, loss=loss, t=tgt: f(loss, out.tolist(), t), cov)
+            bad(f"m2-{name}-{k}-outputs-1d", "outputs", lambda f=f, loss=loss, t=tgt: f(loss, out[0], t[0]), cov)
+            bad(f"m2-{name}-{k}-outputs-3d", "outputs", lambda f=f, loss=loss, t=tgt: f(loss, out[None], t), cov)
+            bad(f"m2-{name}-{k}-outputs-empty", "outputs", lambda f=f, loss=loss, t=tgt: f(loss, out[:0], t[:0]),
+                cov)
+            bad(f"m2-{name}-{k}-outputs-int", "outputs", lambda f=f, loss=loss, t=tgt: f(
+                loss, np.ones((5, 3), dtype=np.int64), t), cov)
+            bad(f"m2-{name}-{k}-outputs-complex", "outputs", lambda f=f, loss=loss, t=tgt: f(
+                loss, out.astype(np.complex128), t), cov)
+            bad(f"m2-{name}-{k}-targets-batch", "targets", lambda f=f, loss=loss, t=tgt: f(loss, out, t[:4]), cov)
+            bad(f"m2-{name}-{k}-targets-list", "targets", lambda f=f, loss=loss, t=tgt: f(loss, out, t.tolist()), cov)
+            bad(f"m2-{name}-{k}-targets-strict", "targets", lambda f=f, loss=loss, t=tgt: f(
+                loss, out, STRICT.asarray(t)), cov)
+            bad(f"m2-{name}-{k}-loss-str", "loss", lambda f=f, t=tgt: f("mse", out, t), cov)
+            bad(f"m2-{name}-{k}-loss-class", "loss", lambda f=f, t=tgt, loss=loss: f(type(loss), out, t), cov)
+        bad(f"m2-loss-value-{k}-outputs-nan", "outputs", lambda loss=loss, t=tgt: ls.loss_value(
+            loss, _with(out, NAN), t))
+        bad(f"m2-loss-value-{k}-targets-nan", "targets", lambda loss=loss: ls.loss_value(
+            loss, out, _with(y, NAN) if loss is MSE else lab + 7))
+        no_t = {"loss_hessian": ls.loss_hessian, "loss_hessian_factor": ls.loss_hessian_factor,
+                "loss_hessian_vp": lambda loss, o: ls.loss_hessian_vp(loss, o, out),
+                "sample_targets": lambda loss, o: ls.sample_targets(loss, o, 0)}
+        for name, f in no_t.items():
+            cov = f"{m}.{name}"
+            bad(f"m2-{name}-{k}-outputs-nan", "outputs", lambda f=f, loss=loss: f(loss, _with(out, NAN)), cov)
+            bad(f"m2-{name}-{k}-outputs-list", "outputs", lambda f=f, loss=loss: f(loss, out.tolist()), cov)
+            bad(f"m2-{name}-{k}-outputs-1d", "outputs", lambda f=f, loss=loss: f(loss, out[0]), cov)
+            bad(f"m2-{name}-{k}-outputs-int", "outputs", lambda f=f, loss=loss: f(
+                loss, np.ones((5, 3), dtype=np.int64)), cov)
+            bad(f"m2-{name}-{k}-loss-str", "loss", lambda f=f: f("ce", out), cov)
+        f = ls.loss_hessian_vp
+        bad(f"m2-loss-hvp-{k}-v-list", "v", lambda f=f, loss=loss: f(loss, out, out.tolist()))
+        bad(f"m2-loss-hvp-{k}-v-1d", "v", lambda f=f, loss=loss: f(loss, out, out[0]))
+        bad(f"m2-loss-hvp-{k}-v-f32", "v", lambda f=f, loss=loss: f(loss, out, out.astype(np.float32)))
+        bad(f"m2-loss-hvp-{k}-v-strict", "v", lambda f=f, loss=loss: f(loss, out, STRICT.asarray(out)))
+        bad(f"m2-loss-hvp-{k}-v-inf", "v", lambda f=f, loss=loss: f(loss, out, _with(out, INF)))
+        f = ls.sample_targets
+        bad(f"m2-sample-targets-{k}-seed-float", "seed", lambda f=f, loss=loss: f(loss, out, 1.5))
+        bad(f"m2-sample-targets-{k}-seed-str", "seed", lambda f=f, loss=loss: f(loss, out, "0"))
+        bad(f"m2-sample-targets-{k}-n-float", "num_samples", lambda f=f, loss=loss: f(loss, out, 0, 2.5))
+        bad(f"m2-sample-targets-{k}-n-neg", "num_samples", lambda f=f, loss=loss: f(loss, out, 0, -1))
+        cov = f"{m}.check_target_shape"
+        bad(f"m2-check-target-shape-{k}-batch", "targets", lambda loss=loss, t=tgt: ls.check_target_shape(
+            loss, t[:4], (5, 3)), cov)
+        bad(f"m2-check-target-shape-{k}-list", "targets", lambda loss=loss, t=tgt: ls.check_target_shape(
+            loss, t.tolist(), (5, 3)), cov)
+        bad(f"m2-check-target-shape-{k}-name", "y", lambda loss=loss, t=tgt: ls.check_target_shape(
+            loss, t[:4], (5, 3), "y"), cov)
+    bad("m2-check-target-shape-ce-float", "targets", lambda: ls.check_target_shape(CE, lab * 1.0, (5, 3)))
+    bad("m2-check-target-shape-ce-range", "targets", lambda: ls.check_target_shape(CE, lab + 3, (5, 3)))
+    bad("m2-check-target-shape-mse-width", "targets", lambda: ls.check_target_shape(MSE, y, (5, 2)))
+
+
+# ----------------------------------------------------------------------------- parameter trees
+def _params_tree_cases():
+    m = "arraycurv.params"
+    t = (np.ones((2, 3)), np.ones(2))
+    s = (2.0 * t[0], 3.0 * t[1])
+    for name in ("tree_add", "tree_sub", "tree_vdot"):
+        fn = getattr(pr, name)
+        cov = f"{m}.{name}"
+        bad(f"m2-{name}-a-array", "a", lambda fn=fn: fn(np.ones(3), s), cov)
+        bad(f"m2-{name}-b-none", "b", lambda fn=fn: fn(t, None), cov)
+        bad(f"m2-{name}-b-longer", "b", lambda fn=fn: fn(t, s + s), cov)
+        bad(f"m2-{name}-b-list", r"b(\[0\])?", lambda fn=fn: fn(t, [q.tolist() for q in s]), cov)
+    cov = f"{m}.tree_scale"
+    bad("m2-tree-scale-inf", "s", lambda: pr.tree_scale(t, INF), cov)
+    bad("m2-tree-scale-bool", "s", lambda: pr.tree_scale(t, True), cov)
+    bad("m2-tree-scale-array", "s", lambda: pr.tree_scale(t, np.ones(2)), cov)
+    bad("m2-tree-scale-a-array", "a", lambda: pr.tree_scale(np.ones(3), 2.0), cov)
+    cov = f"{m}.tree_axpy"
+    bad("m2-tree-axpy-inf", "alpha", lambda: pr.tree_axpy(INF, t, s), cov)
+    bad("m2-tree-axpy-str", "alpha", lambda: pr.tree_axpy("1", t, s), cov)
+    bad("m2-tree-axpy-x-list", r"x(\[0\])?", lambda: pr.tree_axpy(1.0, [q.tolist() for q in t], s), cov)
+    bad("m2-tree-axpy-y-shape", r"y\[0\]", lambda: pr.tree_axpy(1.0, t, (s[0].T, s[1])), cov)
+    bad("m2-tree-axpy-y-strict", r"y\[\d\]", lambda: pr.tree_axpy(1.0, t, tuple(STRICT.asarray(q) for q in s)), cov)
+    cov = f"{m}.tree_norm"
+    bad("m2-tree-norm-empty", "a", lambda: pr.tree_norm(()), cov)
+    bad("m2-tree-norm-mixed", r"a\[1\]", lambda: pr.tree_norm((t[0], STRICT.asarray(t[1]))), cov)
+    cov = f"{m}.tree_zeros_like"
+    bad("m2-tree-zeros-array", "a", lambda: pr.tree_zeros_like(np.ones(3)), cov)
+    bad("m2-tree-zeros-none", "a", lambda: pr.tree_zeros_like(None), cov)
+    bad("m2-tree-zeros-mixed", r"a\[1\]", lambda: pr.tree_zeros_like((t[0], STRICT.asarray(t[1]))), cov)
+    cov = f"{m}.tree_map"
+    bad("m2-tree-map-fn-none", "fn", lambda: pr.tree_map(None, t), cov)
+    bad("m2-tree-map-no-trees", "trees", lambda: pr.tree_map(lambda u: u, ), cov)
+    bad("m2-tree-map-tree-array", r"trees(\[0\])?", lambda: pr.tree_map(lambda u: u, np.ones(3)), cov)
+    cov = f"{m}.flatten"
+    bad("m2-flatten-empty", "params", lambda: pr.flatten(()), cov)
+    bad("m2-flatten-none", "params", lambda: pr.flatten(None), cov)
+    cov = f"{m}.unflatten"
+    sh = [(2, 3), (2,)]
+    bad("m2-unflatten-shapes-str", "shapes", lambda: pr.unflatten(np.ones(8), "ab"), cov)
+    bad("m2-unflatten-shapes-float", "shapes", lambda: pr.unflatten(np.ones(8), [(2, 3.0), (2,)]), cov)
+    bad("m2-unflatten-name", "v", lambda: pr.unflatten(np.ones(7), sh, "v"), cov)
+    bad("m2-unflatten-shapes-none", "shapes", lambda: pr.unflatten(np.ones(8), None), cov)
+    cov = f"{m}.num_params"
+    bad("m2-num-params-none", "shapes", lambda: pr.num_params(None), cov)
+    bad("m2-num-params-float", "shapes", lambda: pr.num_params([(2, 1.5)]), cov)
+    bad("m2-num-params-int", "shapes", lambda: pr.num_params(3), cov)
+    cov = f"{m}.shapes_of"
+    bad("m2-shapes-of-array", "params", lambda: pr.shapes_of(np.ones(3)), cov)
+    bad("m2-shapes-of-none", "params", lambda: pr.shapes_of(None), cov)
+    bad("m2-shapes-of-mixed", r"params\[1\]", lambda: pr.shapes_of((t[0], [1.0])), cov)
+
+
+# ----------------------------------------------------------------------------- transforms and damping
+def _transform_cases():
+    m = "arraycurv.rules.transforms"
+    for name, f in (("scale_by_lr", tf.scale_by_lr), ("clip_by_norm", tf.clip_by_norm), ("momentum", tf.momentum),
+                    ("ema", tf.ema)):
+        arg = {"scale_by_lr": "lr", "clip_by_norm": "max_norm", "momentum": "beta", "ema": "decay"}[name]
+        cov = f"{m}.{name}"
+        for cat, val in (("nan", NAN), ("inf", INF), ("neg", -0.5), ("str", "0.5"), ("bool", True), ("none", None),
+                         ("array", np.ones(2))):
+            bad(f"m2-{name}-{cat}", arg, lambda f=f, val=val: f(val), cov)
+    bad("m2-ema-debias", "debias", lambda: tf.ema(0.9, debias="yes"))
+    bad("m2-scale-by-lr-flip-sign", "flip_sign", lambda: tf.scale_by_lr(0.1, flip_sign="no"))
+    cov = f"{m}.scale_by_adam"
+    for arg in ("b1", "b2", "eps"):
+        for cat, val in (("nan", NAN), ("inf", INF), ("neg", -0.5), ("str", "0.5"), ("none", None)):
+            bad(f"m2-scale-by-adam-{arg}-{cat}", arg, lambda arg=arg, val=val: tf.scale_by_adam(**{arg: val}), cov)
+    bad("m2-scale-by-adam-b1-one", "b1", lambda: tf.scale_by_adam(b1=1.0), cov)
+    params = (np.ones((2, 3)), np.ones(2))
+    g = (np.ones((2, 3)), np.ones(2))
+    for name, rule in (("momentum", tf.momentum(0.9)), ("ema", tf.ema(0.9)), ("scale_by_adam", tf.scale_by_adam()),
+                       ("scale_by_schedule", tf.scale_by_lr(lambda k: 0.1))):
+        bad(f"m2-{name}-update-state", "state", lambda rule=rule: rule.update(g, (), params))
+        bad(f"m2-{name}-update-state-none", "state", lambda rule=rule: rule.update(g, None, params))
+        if name == "scale_by_schedule":
+            continue
+        st = rule.init(params)
+        bad(f"m2-{name}-update-short", "updates", lambda rule=rule, st=st: rule.update(g[:1], st, params))
+        bad(f"m2-{name}-update-array", "updates", lambda rule=rule, st=st: rule.update(np.ones(3), st, params))
+        bad(f"m2-{name}-update-shape", r"updates\[0\]", lambda rule=rule, st=st: rule.update(
+            _setp(g, 0, g[0].T), st, params))
+        bad(f"m2-{name}-update-list", r"updates\[0\]", lambda rule=rule, st=st: rule.update(
+            [q.tolist() for q in g], st, params))
+    sched = tf.scale_by_lr(lambda k: NAN)
+    bad("m2-scale-by-schedule-nan", r"lr\(0\)", lambda: sched.update(g, sched.init(params), params))
+    sched = tf.scale_by_lr(lambda k: "0.1")
+    bad("m2-scale-by-schedule-str", r"lr\(0\)", lambda: sched.update(g, sched.init(params), params))
+    cov = f"{m}.precondition"
+    bad("m2-precondition-fn-none", "direction_fn", lambda: tf.precondition(None), cov)
+    bad("m2-precondition-damping", "damping", lambda: tf.precondition(lambda *a, **k: a[1], damping=0.1), cov)
+    bad("m2-precondition-damping-str", "damping", lambda: tf.precondition(lambda *a, **k: a[1], damping="lm"), cov)
+    cov = f"{m}.partition"
+    bad("m2-partition-transforms-list", "transforms", lambda: tf.partition([tf.ema(0.9)], (0, 0)), cov)
+    bad("m2-partition-transforms-entry", r"transforms\['a'\]", lambda: tf.partition({"a": "sgd"}, ("a", "a")), cov)
+    part = tf.partition({"a": tf.ema(0.9)}, ("a",))
+    bad("m2-partition-labels-length", "labels", lambda: part.init(params), cov)
+    part2 = tf.partition({"a": tf.ema(0.9)}, ("a", "b"))
+    bad("m2-partition-labels-unknown", "labels", lambda: part2.init(params), cov)
+    part3 = tf.partition({"a": tf.ema(0.9)}, "aa")
+    bad("m2-partition-labels-str", "labels", lambda: part3.init(params), cov)
+    part4 = tf.partition({"a": tf.ema(0.9)}, ("a", "a"))
+    bad("m2-partition-update-state", "state", lambda: part4.update(g, (), params), cov)
+    cov = f"{m}.predicted_change"
+    f = tf.predicted_change
+    bad("m2-predicted-change-g-nan", "g_dot_pg", lambda: f(g, g, NAN), cov)
+    bad("m2-predicted-change-g-str", "g_dot_pg", lambda: f(g, g, "1"), cov)
+    bad("m2-predicted-change-g-none", "g_dot_pg", lambda: f(g, g, None), cov)
+    bad("m2-predicted-change-step-nan", r"step\[0\]", lambda: f(_setp(g, 0, _with(g[0], NAN)), g, 1.0), cov)
+    bad("m2-predicted-change-pg-inf", r"pg\[1\]", lambda: f(g, _setp(g, 1, _with(g[1], INF)), 1.0), cov)
+    bad("m2-predicted-change-pg-short", "pg", lambda: f(g, g[:1], 1.0), cov)
+    bad("m2-predicted-change-pg-shape", r"pg\[0\]", lambda: f(g, _setp(g, 0, g[0].T), 1.0), cov)
+    bad("m2-predicted-change-step-list", r"step(\[0\])?", lambda: f([q.tolist() for q in g], g, 1.0), cov)
+    bad("m2-predicted-change-step-array", "step", lambda: f(np.ones(3), g, 1.0), cov)
+    bad("m2-predicted-change-step-empty", "step", lambda: f((), (), 1.0), cov)
+    bad("m2-predicted-change-pg-f32", r"pg\[\d\]", lambda: f(g, tuple(q.astype(np.float32) for q in g), 1.0), cov)
+    bad("m2-predicted-change-pg-strict", r"pg\[\d\]", lambda: f(g, tuple(STRICT.asarray(q) for q in g), 1.0), cov)
+    bad("m2-predicted-change-step-int", r"step\[\d\]", lambda: f(tuple(np.ones(q.shape, dtype=np.int64) for q in g),
+                                                                  g, 1.0), cov)
+
+
+def _damping_cases():
+    d = "arraycurv.rules.damping"
+    for cat, val in (("nan", NAN), ("inf", INF), ("neg", -1.0), ("str", "1"), ("none", None), ("bool", True)):
+        bad(f"m2-constant-{cat}", "damping", lambda val=val: dm.constant(val), f"{d}.constant")
+        bad(f"m2-levenberg-marquardt-{cat}", "damping", lambda val=val: dm.levenberg_marquardt(val),
+            f"{d}.levenberg_marquardt")
+        bad(f"m2-reduce-on-plateau-{cat}", "damping", lambda val=val: dm.reduce_on_plateau(val),
+            f"{d}.reduce_on_plateau")
+        bad(f"m2-lm-damping-{cat}", "damping", lambda val=val: dm.lm_damping(val, 0.5), f"{d}.lm_damping")
+    bad("m2-levenberg-marquardt-zero", "damping", lambda: dm.levenberg_marquardt(0.0))
+    for kw in (dict(lower=NAN), dict(upper=0.1), dict(increase=0.5), dict(decrease=0.0), dict(decrease=1.5),
+               dict(min_damping=-1.0), dict(max_damping=-1.0), dict(lower="a"), dict(increase=INF)):
+        (arg,) = kw
+        cid = f"{arg}-{kw[arg]!r}"
+        bad(f"m2-levenberg-marquardt-{cid}", arg, lambda kw=kw: dm.levenberg_marquardt(1.0, **kw))
+        bad(f"m2-lm-damping-{cid}", arg, lambda kw=kw: dm.lm_damping(1.0, 0.5, **kw))
+    bad("m2-lm-damping-rho-str", "rho", lambda: dm.lm_damping(1.0, "0.5"))
+    bad("m2-lm-damping-rho-none", "rho", lambda: dm.lm_damping(1.0, None))
+    bad("m2-lm-damping-rho-array", "rho", lambda: dm.lm_damping(1.0, np.ones(2)))
+    for kw in (dict(factor=NAN), dict(factor=0.0), dict(patience=-1), dict(patience=2.5), dict(rtol=-1.0),
+               dict(rtol=NAN), dict(min_damping=INF), dict(min_damping="0")):
+        (arg,) = kw
+        bad(f"m2-reduce-on-plateau-{arg}-{kw[arg]!r}", arg, lambda kw=kw: dm.reduce_on_plateau(1.0, **kw))
+    cov = f"{d}.schedule"
+    bad("m2-schedule-fn", "fn", lambda: dm.schedule(0.1), cov)
+    bad("m2-schedule-fn-none", "fn", lambda: dm.schedule(None), cov)
+    bad("m2-schedule-value-nan", r"fn\(0\)", lambda: dm.schedule(lambda k: NAN).init(), cov)
+    bad("m2-schedule-value-neg", r"fn\(0\)", lambda: dm.schedule(lambda k: -1.0).init(), cov)
+    bad("m2-schedule-value-str", r"fn\(0\)", lambda: dm.schedule(lambda k: "1").init(), cov)
+    for name, ctl in (("levenberg_marquardt", dm.levenberg_marquardt(1.0)), ("reduce_on_plateau",
+                                                                              dm.reduce_on_plateau(1.0))):
+        bad(f"m2-{name}-update-value-none", "value", lambda ctl=ctl: ctl.update(ctl.init(), value=None))
+        bad(f"m2-{name}-update-value-str", "value", lambda ctl=ctl: ctl.update(ctl.init(), value="1.0"))
+        bad(f"m2-{name}-update-value-array", "value", lambda ctl=ctl: ctl.update(ctl.init(), value=np.ones(2)))
+        bad(f"m2-{name}-update-state", "state", lambda ctl=ctl: ctl.update((1.0,), value=1.0))
+        bad(f"m2-{name}-update-state-none", "state", lambda ctl=ctl: ctl.update(None, value=1.0))
+    ctl = dm.schedule(lambda k: 0.1)
+    bad("m2-schedule-update-state", "state", lambda: ctl.update((0.1, 0)))
+
+
 for _gen in (_class_subspace_model_cases, _subspace_object_cases, _subspace_newton_cases, _class_subspace_rule_cases,
              _subspaces_cases, _lowrank_cases, _spectral_cases, _bernacchia_cases, _summary_cases,
-             _newton_step_cases, _reduce_cases, _partition_cases, _kfac_cases):
+             _newton_step_cases, _reduce_cases, _partition_cases, _kfac_cases, _sequential_cases,
+             _fisher_cases, _losses_cases, _params_tree_cases, _transform_cases,
+             _sequential_builder_cases, _kfac_block_cases, _damping_cases):
     _gen()
 
 #: the modules of this table: every public callable of their ``__all__`` must be fuzzed
-MODULES = (cs, dcs, rcs, ss, lr, sp, bn, sm, ns, rd, pt, kf)
+MODULES = (cs, dcs, rcs, ss, lr, sp, bn, sm, ns, rd, pt, kf, sq, fi, kr, op, ls, pr, tf, dm)
 #: public callables that take no caller data to get wrong, with the reason
 NOT_FUZZED = {
     "arraycurv.curvature.subspace.ClassSubspace": "a NamedTuple of results (its consumers are fuzzed)",
@@ -845,6 +1300,23 @@ NOT_FUZZED = {
     "arraycurv.directions.newton_summary.CubicStep": "a NamedTuple of results",
     "arraycurv.directions.newton_summary.NewtonSummaryDirection": "a NamedTuple of results",
     "arraycurv.curvature.reduce.Accumulator": "a NamedTuple of callables (reduce_chunks checks it)",
+    "arraycurv.models.sequential.SequentialLinearization": "built by linearize (fuzzed); its consumers check it",
+    "arraycurv.losses.MSE": "a loss tag without fields (the loss functions check it)",
+    "arraycurv.losses.SoftmaxCrossEntropy": "a loss tag without fields (the loss functions check it)",
+    "arraycurv.rules.transforms.AdamState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.transforms.EmaState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.transforms.MomentumState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.transforms.PartitionState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.transforms.PreconditionState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.transforms.ScheduleCountState": "a NamedTuple of rule state (update checks its type)",
+    "arraycurv.rules.damping.ConstantDampingState": "a NamedTuple of controller state",
+    "arraycurv.rules.damping.LevenbergMarquardtState": "a NamedTuple of controller state",
+    "arraycurv.rules.damping.PlateauState": "a NamedTuple of controller state",
+    "arraycurv.rules.damping.ScheduleDampingState": "a NamedTuple of controller state",
+    "arraycurv.rules.damping.DampingController": "a NamedTuple of callables (precondition checks its type)",
+    "arraycurv.curvature.kron.KFactors": "a dataclass of results (kfac_block checks it)",
+    "arraycurv.curvature.fisher.gradient_gram": "a trusted kernel on a Linearization (documented: callers validate)",
+    "arraycurv.curvature.fisher.per_sample_rows": "a trusted kernel on a Linearization (documented: callers validate)",
 }
 
 

@@ -47,7 +47,7 @@ from ..models.base import linearize
 from ..models.deep_linear import DeepLinear, LinearMoments
 from ..models.layers import layer_kron_rows
 from ..models.sequential import as_sequential, backprop_to_layer_outputs, layer_param_indices
-from ..validation import check_call, check_positive_int, validated
+from ..validation import check_arrays, check_call, check_ndim, check_positive_int, check_square, validated
 from .fisher import _inputs, _sampled_residuals
 
 __all__ = ['FISHER_KINDS', 'KFactors', 'kfac_block', 'kron_factors']
@@ -247,4 +247,9 @@ def kfac_block(factors: KFactors):
     """
     if not isinstance(factors, KFactors):
         raise TypeError(f"factors: expected a KFactors (one entry of kron_factors), got {type(factors).__name__}")
+    pairs = [("factors.G", factors.G), ("factors.A", factors.A)]
+    for name, f in pairs:
+        check_ndim(f, 2, name)
+        check_square(f, name)
+    check_arrays(pairs)
     return kron(factors.G, factors.A)

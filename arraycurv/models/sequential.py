@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend
-from ..losses import MSE, check_targets, loss_grad, loss_hessian_vp
+from ..losses import MSE, check_target_shape, loss_grad, loss_hessian_vp
 from ..validation import check_int, check_real
 from .base import (
     Linearization,
@@ -121,6 +121,11 @@ def _shapes(model: Sequential):
         except ValueError as exc:
             head, _, rest = str(exc).partition(": ")
             raise ValueError(f"layers[{i}]: {rest} ({head} of layers[{i}] of the Sequential)") from None
+        except TypeError:
+            raise TypeError(
+                f"layers[{i}]: expected a layer (Dense, Activation, Conv2d, ... or a type registered with "
+                f"layer_output_shape), got {type(layer).__name__}"
+            ) from None
     if len(shape) != 1:
         raise ValueError(
             f"layers: expected the last layer to output a vector (k,), got shape {shape}; add Flatten() after images"
@@ -135,6 +140,8 @@ def layer_param_indices(model: Sequential) -> tuple[tuple[int, int], ...]:
     Layers without parameters get an empty range. Example: mlp((3, 4, 2)) gives
     ``((0, 2), (2, 2), (2, 4))`` for (Dense, Activation, Dense).
     """
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model: expected a Sequential network (mlp, lenet5, ...), got {type(model).__name__}")
     out, start = [], 0
     for layer in model.layers:
         n = len(layer_param_shapes(layer))
@@ -184,6 +191,8 @@ def _check_tangent_tree(model, params, tangent, name):
     xp = backend.namespace_of(params=tuple(params), **{name: tuple(tangent)})
     lead = None
     for i, (t, s) in enumerate(zip(tangent, shapes)):
+        if not backend.is_array(t):
+            raise ValueError(f"{name}[{i}]: expected an array, got {type(t).__name__}")
         n = len(s)
         if t.ndim < n or tuple(t.shape[t.ndim - n:]) != tuple(s):
             raise ValueError(f"{name}[{i}]: expected shape (..., {', '.join(map(str, s))}), got {tuple(t.shape)}")
@@ -198,7 +207,18 @@ def _check_tangent_tree(model, params, tangent, name):
     return lead or ()
 
 
+def _check_lin(lin, name="lin"):
+    if not isinstance(lin, SequentialLinearization):
+        raise TypeError(
+            f"{name}: expected a SequentialLinearization (arraycurv.linearize of a Sequential network), "
+            f"got {type(lin).__name__}"
+        )
+
+
 def _check_cotangent(lin, cotangent, name="cotangent"):
+    _check_lin(lin)
+    if not backend.is_array(cotangent):
+        raise TypeError(f"{name}: expected an array, got {type(cotangent).__name__}")
     xp = backend.namespace_of(outputs=lin.outputs, **{name: cotangent})
     b, k = lin.outputs.shape
     if cotangent.ndim < 2 or tuple(cotangent.shape[-2:]) != (b, k):
@@ -222,7 +242,7 @@ def mlp(sizes, activation: str = "tanh", bias: bool = True) -> Sequential:
     bias : bool
         Whether the dense layers have biases.
     """
-    sizes = tuple(sizes)
+    sizes = tuple(sizes) if isinstance(sizes, (tuple, list)) else (sizes,)
     if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"sizes: expected at least two positive ints (n0, ..., nL), got {sizes!r}")
     if activation not in ACTIVATIONS:
@@ -259,7 +279,7 @@ def lenet5(
     """
     if pool not in ("avg", "max"):
         raise ValueError(f"pool: expected 'avg' or 'max', got {pool!r}")
-    input_shape = tuple(input_shape)
+    input_shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape: expected (C, H, W), got {input_shape!r}")
     check_int(num_classes, "num_classes", lo=1)
@@ -271,6 +291,8 @@ def lenet5(
         h1 = (h + 2 * p1 - 4) // 2
         w1 = (w + 2 * p1 - 4) // 2
         p2 = 2 if min(h1, w1) < 10 else 0
+    elif not isinstance(padding, (tuple, list)) or len(padding) != 2:
+        raise ValueError(f"padding: expected None or a pair (p1, p2) of non-negative ints, got {padding!r}")
     else:
         p1, p2 = padding
     pool_cls = AvgPool2d if pool == "avg" else MaxPool2d
@@ -389,6 +411,7 @@ def _(model: DeepLinear) -> Sequential:
 
 def layer_inputs(lin: SequentialLinearization) -> tuple:
     """The input activation of each layer, shape (B, *in_shape_l) (K-FAC's a_{l-1})."""
+    _check_lin(lin)
     return lin.inputs
 
 
@@ -417,6 +440,7 @@ def jvp_linearized(lin: SequentialLinearization, tangent) -> Any:
     ``tangent`` is a tuple shaped like the parameters; each tensor may carry the same
     leading axes ``(m, ...)``, giving an (m, B, k) result (m products at once).
     """
+    _check_lin(lin)
     _check_tangent_tree(lin.model, lin.params, tangent, "tangent")
     return _jvp_trusted(lin, tangent)
 
@@ -455,6 +479,8 @@ def vjp_linearized(lin: SequentialLinearization, cotangent, *, per_sample: bool 
     cotangent gives tensors of shape (m, *p.shape). With ``per_sample=True`` the batch
     axis is kept too: tensors of shape (*lead, B, *p.shape) holding J_b^T u_b.
     """
+    if not isinstance(per_sample, bool):
+        raise TypeError(f"per_sample: expected True or False, got {per_sample!r}")
     _check_cotangent(lin, cotangent)
     return _vjp_trusted(lin, cotangent, per_sample)
 
@@ -520,9 +546,12 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     started from R{dL/df} = H_l J v / B. ``y`` are the targets of the batch ``lin.x``;
     ``v`` is shaped like the parameters and may carry leading axes (m products at once).
     """
-    check_targets(loss, lin.outputs, y)
-    if y.dtype == lin.outputs.dtype:  # real targets (labels are range-checked above)
-        backend.check_all_finite(_lin_xp(lin), [("y", y)])
+    _check_lin(lin)
+    if check_target_shape(loss, y, tuple(lin.outputs.shape), "y"):  # real targets (labels: range-checked)
+        xp = backend.namespace_of(outputs=lin.outputs, y=y)
+        if y.dtype != lin.outputs.dtype:
+            raise TypeError(f"y: expected dtype {lin.outputs.dtype} like the outputs, got {y.dtype}")
+        backend.check_all_finite(xp, [("y", y)])
     _check_tangent_tree(lin.model, lin.params, v, "v")
     return _hvp_linearized(lin, y, v, loss)
 

@@ -83,6 +83,8 @@ def tree_map(fn, *trees):
         raise ArgumentTypeError(f"fn: expected a callable, got {fn!r}")
     if not trees:
         raise ValueError("trees: expected at least one tuple of arrays, got none")
+    if not isinstance(trees[0], (tuple, list)):
+        raise ArgumentTypeError(f"trees[0]: expected a tuple of arrays, got {type(trees[0]).__name__}")
     n = len(trees[0])
     for i, t in enumerate(trees[1:], 1):
         if not isinstance(t, (tuple, list)) or len(t) != n:
@@ -130,6 +132,8 @@ def tree_scale(a, s):
     _check_tree(a, "a")
     if not is_array(s):
         s = check_real(s, "s")
+    elif s.ndim != 0:
+        raise ValueError(f"s: expected a finite real number or a 0-d array, got shape {tuple(s.shape)}")
     return tuple(s * x for x in a)
 
 

@@ -50,7 +50,7 @@ from ..validation import check_int, check_real
 from .base import UpdateRule, chain
 from .damping import DampingController, levenberg_marquardt
 from .registry import RuleSpec, register_rule
-from .transforms import predicted_change, scale_by_lr
+from .transforms import _predicted_change, scale_by_lr
 
 __all__ = ["BERNACCHIA_INVERSES", "BernacchiaState", "bernacchia_ngd", "scale_by_bernacchia"]
 
@@ -107,7 +107,7 @@ def _controller_update(controller, dstate, state, params, value, same_batch, mod
     if state.params is None:
         return controller.update(dstate, value=value, predicted_change=None)
     step = tuple(p - q for p, q in zip(params, state.params))
-    pred = predicted_change(step, state.direction, state.g_dot_d)
+    pred = _predicted_change(step, state.direction, state.g_dot_d)
     fields = getattr(dstate, "_fields", ())
     if same_batch and "value" in fields and state.batch is not None:
         now = _batch_loss(model, params, state.batch)  # the new parameters on the previous minibatch

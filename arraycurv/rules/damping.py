@@ -19,10 +19,12 @@ of Bernacchia et al. 2018 eq 21 and kfac-jax, Martens 2014) and :func:`reduce_on
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..validation import check_int, check_lr, check_nonneg, check_real
+from .. import backend
+from ..validation import ArgumentTypeError, check_int, check_lr, check_nonneg, check_real
 
 __all__ = [
     "ConstantDampingState",
@@ -50,7 +52,15 @@ class DampingController(NamedTuple):
 def _float(value, name) -> float:
     if value is None:
         raise ValueError(f"{name}: expected the loss at the current parameters (arraycurv.train passes it), got None")
-    return float(value)
+    is_scalar = backend.is_array(value) and getattr(value, "ndim", None) == 0
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or is_scalar):
+        raise ArgumentTypeError(f"{name}: expected the loss at the current parameters (a real number), got {value!r}")
+    return float(value)  # NaN allowed: a diverged step counts as failed
+
+
+def _check_state(state, cls):
+    if not isinstance(state, cls):
+        raise TypeError(f"state: expected a {cls.__name__} from controller.init(), got {type(state).__name__}")
 
 
 # ----------------------------------------------------------------------------- constant, schedule
@@ -82,6 +92,7 @@ def schedule(fn: Callable[[int], float]) -> DampingController:
         return check_nonneg(fn(k), f"fn({k})")
 
     def update(state, **kw):
+        _check_state(state, ScheduleDampingState)
         return ScheduleDampingState(value_at(state.count), state.count + 1)
 
     return DampingController(lambda: ScheduleDampingState(value_at(0), 0), update, "schedule")
@@ -97,12 +108,32 @@ class LevenbergMarquardtState(NamedTuple):
     value: float | None = None
 
 
+def _lm_params(lower, upper, increase, decrease, min_damping, max_damping) -> dict:
+    """The checked hyperparameters of the rho rule (:func:`lm_damping`)."""
+    lower = check_real(lower, "lower")
+    upper = check_real(upper, "upper", lo=lower, want=f"a number >= lower = {lower!r}")
+    increase = check_real(increase, "increase", lo=1, want="a finite number >= 1")
+    decrease = check_real(decrease, "decrease", lo=0, lo_open=True, hi=1, want="a number in (0, 1]")
+    lo = check_nonneg(min_damping, "min_damping")
+    max_damping = check_real(max_damping, "max_damping", lo=lo, allow_inf=True,
+                             want=f"a number >= min_damping = {lo!r} (math.inf allowed)")
+    return dict(lower=lower, upper=upper, increase=increase, decrease=decrease, min_damping=lo,
+                max_damping=max_damping)
+
+
 def lm_damping(damping: float, rho: float, *, lower: float = 0.25, upper: float = 0.75, increase: float = 1.5,
                decrease: float = 2.0 / 3.0, min_damping: float = 0.0, max_damping: float = math.inf) -> float:
     """The rho rule (Bernacchia et al. 2018 eq 21; kfac-jax ``_compute_new_damping_and_rho``):
     ``lambda * increase`` if ``rho < lower``, ``lambda * decrease`` if ``rho > upper``,
     else ``lambda``; clipped to ``[min_damping, max_damping]``. A NaN ratio counts as a
     failed step (kfac-jax replaces it by -100)."""
+    damping = check_nonneg(damping, "damping")
+    if isinstance(rho, bool) or not isinstance(rho, numbers.Real):
+        raise ArgumentTypeError(f"rho: expected a real number (NaN for a failed step), got {rho!r}")
+    rho = float(rho)
+    params = _lm_params(lower, upper, increase, decrease, min_damping, max_damping)
+    lower, upper, increase, decrease = (params[k] for k in ("lower", "upper", "increase", "decrease"))
+    min_damping, max_damping = params["min_damping"], params["max_damping"]
     if math.isnan(rho) or rho < lower:
         damping = damping * increase
     elif rho > upper:
@@ -129,17 +160,10 @@ def levenberg_marquardt(damping: float, *, lower: float = 0.25, upper: float = 0
         Bounds of lambda.
     """
     lam = check_lr(damping, "damping")
-    lower = check_real(lower, "lower")
-    upper = check_real(upper, "upper", lo=lower, want=f"a number >= lower = {lower!r}")
-    increase = check_real(increase, "increase", lo=1, want="a finite number >= 1")
-    decrease = check_real(decrease, "decrease", lo=0, lo_open=True, hi=1, want="a number in (0, 1]")
-    lo = check_nonneg(min_damping, "min_damping")
-    max_damping = check_real(max_damping, "max_damping", lo=lo, allow_inf=True,
-                             want=f"a number >= min_damping = {lo!r} (math.inf allowed)")
-    params = dict(lower=lower, upper=upper, increase=increase, decrease=decrease, min_damping=lo,
-                  max_damping=max_damping)
+    params = _lm_params(lower, upper, increase, decrease, min_damping, max_damping)
 
     def update(state, *, value=None, predicted_change=None, **kw):
+        _check_state(state, LevenbergMarquardtState)
         value = _float(value, "value")
         if state.value is None or predicted_change is None:
             return LevenbergMarquardtState(state.damping, math.nan, value)
@@ -176,6 +200,7 @@ def reduce_on_plateau(damping: float, *, factor: float = 0.1, patience: int = 10
     lo = check_nonneg(min_damping, "min_damping")
 
     def update(state, *, value=None, **kw):
+        _check_state(state, PlateauState)
         value = _float(value, "value")
         if value < state.best * (1.0 - rtol):
             return PlateauState(state.damping, value, 0)

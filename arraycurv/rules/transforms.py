@@ -15,14 +15,15 @@ States are NamedTuples (:class:`arraycurv.rules.EmptyState` when there is none).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .. import backend
 from ..directions.fractional import clip_direction
 from ..losses import MSE
-from ..validation import ArgumentTypeError, check_lr, check_real
+from ..validation import ArgumentTypeError, check_arrays, check_lr, check_real
 from .base import EmptyState, UpdateRule
+from .damping import DampingController
 
 __all__ = [
     "AdamState",
@@ -66,6 +67,17 @@ def _check_state(state, cls, what):
         raise TypeError(f"state: expected {what} from rule.init(params), got {type(state).__name__}")
 
 
+def _check_updates(updates, like, what):
+    """``updates`` a tuple of arrays shaped like the state's tree ``like`` (metadata only: no host sync)."""
+    if not isinstance(updates, Sequence) or len(updates) != len(like):
+        got = f"{len(updates)} arrays" if isinstance(updates, Sequence) else type(updates).__name__
+        raise ValueError(f"updates: expected a tuple of {len(like)} arrays like the {what}, got {got}")
+    for i, (u, t) in enumerate(zip(updates, like)):
+        if not backend.is_array(u) or tuple(u.shape) != tuple(t.shape):
+            got = f"shape {tuple(u.shape)}" if backend.is_array(u) else type(u).__name__
+            raise ValueError(f"updates[{i}]: expected an array of shape {tuple(t.shape)} like the {what}, got {got}")
+
+
 # ----------------------------------------------------------------------------- learning rate
 class ScheduleCountState(NamedTuple):
     """Step count of a scheduled transform (the schedule is evaluated at ``count``)."""
@@ -85,6 +97,8 @@ def scale_by_lr(lr, *, flip_sign: bool = True) -> UpdateRule:
         Multiply by ``-lr`` (default: gradient-like updates become a descent step), else
         by ``lr``.
     """
+    if not isinstance(flip_sign, bool):
+        raise ArgumentTypeError(f"flip_sign: expected True or False, got {flip_sign!r}")
     sign = -1.0 if flip_sign else 1.0
     if not callable(lr):
         factor = sign * check_lr(lr)
@@ -116,6 +130,7 @@ def momentum(beta: float, *, nesterov: bool = False) -> UpdateRule:
 
     def update(updates, state, params, **extra):
         _check_state(state, MomentumState, "a MomentumState")
+        _check_updates(updates, state.trace, "momentum buffer")
         m = tuple(u + beta * t for u, t in zip(updates, state.trace))
         out = tuple(u + beta * mi for u, mi in zip(updates, m)) if nesterov else m
         return out, MomentumState(m)
@@ -134,9 +149,12 @@ def ema(decay: float, *, debias: bool = True) -> UpdateRule:
     """Exponential moving average (optax ``ema``): ``e <- decay e + (1 - decay) u``;
     returns ``e / (1 - decay^t)`` (``debias``) or ``e``."""
     decay = _unit(decay, "decay")
+    if not isinstance(debias, bool):
+        raise ArgumentTypeError(f"debias: expected True or False, got {debias!r}")
 
     def update(updates, state, params, **extra):
         _check_state(state, EmaState, "an EmaState")
+        _check_updates(updates, state.ema, "moving average")
         t = state.count + 1
         e = tuple(decay * ei + (1.0 - decay) * u for ei, u in zip(state.ema, updates))
         out = tuple(ei / (1.0 - decay**t) for ei in e) if debias else e
@@ -176,6 +194,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Upda
 
     def update(updates, state, params, **extra):
         _check_state(state, AdamState, "an AdamState")
+        _check_updates(updates, state.mu, "moment estimates")
         xp = backend.namespace_of(updates=tuple(updates))
         t = state.count + 1
         mu = tuple(b1 * m + (1.0 - b1) * g for m, g in zip(state.mu, updates))
@@ -211,6 +230,20 @@ def predicted_change(step, pg, g_dot_pg: float) -> float:
     <P g, P g>) changes the model by ``-(t - t^2 / 2) g . P g``; for t = alpha this is
     Bernacchia's ``(-alpha + alpha^2 / 2) sum_i tr(dW_i^T <e_i x_{i-1}^T>)``.
     """
+    for name, tree in (("step", step), ("pg", pg)):
+        if not isinstance(tree, (tuple, list)) or len(tree) == 0:
+            raise ValueError(f"{name}: expected a non-empty tuple of arrays shaped like params, got {tree!r:.80}")
+    if len(pg) != len(step):
+        raise ValueError(f"pg: expected {len(step)} arrays like step, got {len(pg)}")
+    for i, (a, b) in enumerate(zip(step, pg)):
+        if backend.is_array(a) and backend.is_array(b) and tuple(b.shape) != tuple(a.shape):
+            raise ValueError(f"pg[{i}]: expected shape {tuple(a.shape)} like step[{i}], got {tuple(b.shape)}")
+    check_arrays([(f"step[{i}]", a) for i, a in enumerate(step)] + [(f"pg[{i}]", b) for i, b in enumerate(pg)])
+    return _predicted_change(step, pg, check_real(g_dot_pg, "g_dot_pg"))
+
+
+def _predicted_change(step, pg, g_dot_pg: float) -> float:
+    """:func:`predicted_change` for validated trees."""
     pp = _dot(pg, pg)
     if pp == 0.0:
         return 0.0
@@ -237,6 +270,8 @@ def precondition(direction_fn: Callable[..., Any], *, damping=None, loss=None) -
     """
     if not callable(direction_fn):
         raise TypeError(f"direction_fn: expected a callable fn(model, params, batch, *, loss), got {direction_fn!r}")
+    if damping is not None and not isinstance(damping, DampingController):
+        raise TypeError(f"damping: expected None or a DampingController (arraycurv.rules.damping), got {damping!r}")
 
     def pick_loss(given):
         if loss is not None and given is not None and given != loss:
@@ -256,7 +291,7 @@ def precondition(direction_fn: Callable[..., Any], *, damping=None, loss=None) -
         pred = None
         if state.params is not None:
             step = tuple(p - q for p, q in zip(params, state.params))
-            pred = predicted_change(step, state.direction, state.g_dot_d)
+            pred = _predicted_change(step, state.direction, state.g_dot_d)
         lam_state = damping.update(state.damping, value=value, predicted_change=pred)
         d = direction_fn(model, params, batch, loss=pick_loss(loss), damping=lam_state.damping)
         pg = tuple(-di for di in d)
