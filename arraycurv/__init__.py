@@ -7,12 +7,10 @@ everything else is reached through its subpackage (``ac.linalg.psd_power``,
 docs/design.md.
 """
 
-import importlib as _importlib
-
 # The core (models, their generic passes, the curvature verbs with every fast form registered,
 # losses, flat parameters) is imported eagerly: the singledispatch registrations of the model
 # families (some of which live in ``curvature``) must be in place before any verb is called.
-from . import backend, curvature, losses, models, params, validation
+from . import _lazy, backend, curvature, losses, models, params, validation
 from .curvature import ggn_block_diag, ggn_blocks, ggn_matrix, ggn_vp, hessian_matrix, jacobian, value_and_grad
 from .losses import MSE, SoftmaxCrossEntropy
 from .models import (
@@ -58,14 +56,7 @@ _LAZY_NAMES = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY_MODULES:
-        return _importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY_NAMES:
-        value = getattr(_importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY_MODULES, _LAZY_NAMES)
 
 
 def __dir__():

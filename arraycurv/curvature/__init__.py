@@ -7,6 +7,7 @@
 * :mod:`.operators`: SciPy ``LinearOperator`` views (SciPy is imported on first use).
 """
 
+from .._lazy import lazy_getattr
 from . import deep_linear, fisher, generic, kron, reduce, sequential
 from .deep_linear import fisher_kron_factors, map_jacobian, null_space_basis, null_space_direction
 from .fisher import (
@@ -83,16 +84,7 @@ __all__ = [
 
 __all__ += ["ClassSubspace", "class_gradients", "class_subspace", "subspace", "subspace_basis", "subspace_curvature"]
 
-def __getattr__(name):
-    # SciPy is imported only when a LinearOperator is asked for.
-    if name in _LAZY:
-        import importlib
-
-        ops = importlib.import_module(".operators", __name__)
-        return ops if name == "operators" else getattr(ops, name)
-    if name in _LAZY_MODULES or name in _LAZY_SUBSPACE:
-        import importlib
-
-        mod = importlib.import_module(f"{__name__}.{name if name in _LAZY_MODULES else 'subspace'}")
-        return mod if name in _LAZY_MODULES else getattr(mod, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# SciPy is imported only when a LinearOperator is asked for.
+__getattr__ = lazy_getattr(__name__, ("operators", *_LAZY_MODULES),
+                           {**dict.fromkeys(_LAZY - {"operators"}, "operators"),
+                            **dict.fromkeys(_LAZY_SUBSPACE, "subspace")})

@@ -19,6 +19,7 @@ docs/experiments.md.
 
 from __future__ import annotations
 
+from .._lazy import lazy_getattr
 from .registry import (
     EXPERIMENTS,
     Experiment,
@@ -58,9 +59,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

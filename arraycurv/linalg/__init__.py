@@ -31,6 +31,7 @@ namespace, dtype and device, and work over leading (batch) axes, which broadcast
 against each other as in ``matmul``. See ``docs/linalg.md``.
 """
 
+from .._lazy import lazy_getattr
 from . import kronecker, powers, sylvester
 from .kronecker import kron, kron_matvec, kron_psd_power_apply, kron_solve
 from .powers import PowerInfo, pinv_power, psd_power
@@ -66,16 +67,7 @@ _LAZY_NAMES = {
 }
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _LAZY_NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_MODULES, _LAZY_NAMES)
 
 
 def __dir__():
