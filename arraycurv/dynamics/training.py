@@ -112,8 +112,8 @@ class _Recorder:
     """Collects what :func:`train` records (host-side NumPy) and detects divergence."""
 
     def __init__(self, model, loss, rule_name, eval_batches, record_params, record_conserved, record,
-                 divergence=DIVERGENCE_FACTOR):
-        self.model, self.loss, self.rule_name = model, loss, rule_name
+                 divergence=DIVERGENCE_FACTOR, xp=None):
+        self.model, self.loss, self.rule_name, self.xp = model, loss, rule_name, xp
         self.divergence, self.initial = divergence, None
         self.eval_batches, self.record_params, self.record_conserved = eval_batches, record_params, record_conserved
         self.record = record
@@ -157,8 +157,7 @@ class _Recorder:
 
     def check_params(self, step, params) -> None:
         """Raise :class:`DivergenceError` if the parameters after ``step`` are not finite."""
-        xp = backend.namespace_of(params=params)
-        if not backend._all_finite(xp, list(params)):
+        if not backend._all_finite(self.xp, list(params)):
             raise DivergenceError(
                 f"params: expected finite parameters, got NaN/Inf entries after step {step} "
                 f"(rule {self.rule_name!r}: lower the learning rate, add damping or clipping)")
@@ -189,8 +188,8 @@ def _check_train_args(rule, num_steps, record_every, eval_batches, record, param
         if not callable(fn):
             raise TypeError(f"record[{name!r}]: expected a callable fn(params) -> array, got {type(fn).__name__}")
     params = tuple(params)
-    backend.namespace_of(params=params)
-    return num_steps, record_every, dict(eval_batches or {}), record, params
+    xp = backend.namespace_of(params=params)
+    return num_steps, record_every, dict(eval_batches or {}), record, params, xp
 
 
 class _Gradient(Sequence):
@@ -312,13 +311,13 @@ def train(
     ValueError, TypeError
         For bad arguments (naming them).
     """
-    num_steps, record_every, eval_batches, record, params = _check_train_args(
+    num_steps, record_every, eval_batches, record, params, xp = _check_train_args(
         rule, num_steps, record_every, eval_batches, record, params)
     for name, b in eval_batches.items():  # checked once, up front, naming the entry
         check_call(model, params, batch=b, loss=loss, names={"batch": f"eval_batches[{name!r}]"})
     if divergence is not None:
         divergence = check_real(divergence, "divergence", lo=1, lo_open=True, allow_inf=True)
-    rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record, divergence)
+    rec = _Recorder(model, loss, rule.name, eval_batches, record_params, record_conserved, record, divergence, xp)
     fixed = not callable(batch)
     get_batch = (lambda step: batch) if fixed else batch
     state = rule.init(params)
