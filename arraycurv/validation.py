@@ -6,7 +6,7 @@ argument the caller passed. Three layers:
 * array checks (:func:`check_ndim`, :func:`check_shape`, :func:`check_matrix`,
   :func:`check_square`, :func:`check_finite`, :func:`check_symmetric`,
   :func:`check_params`);
-* scalar checks for hyperparameters (:func:`check_real`, :func:`check_int`,
+* scalar checks for hyperparameters (:func:`check_real`, :func:`check_int`, :func:`check_bool`,
   :func:`check_q`, :func:`check_nonneg`, :func:`check_rcond`, :func:`check_lr`,
   :func:`check_clip`, :func:`check_positive_int`): the only scalar validators of the
   package;
@@ -38,6 +38,7 @@ __all__ = [
     "ArgumentTypeError",
     "batch_leaves",
     "check_arrays",
+    "check_bool",
     "check_call",
     "check_clip",
     "check_finite",
@@ -276,6 +277,14 @@ def check_arrays(pairs) -> Any:
             raise TypeError(f"{name}: expected dtype {a0.dtype} like {name0}, got {a.dtype}")
     backend.check_all_finite(xp, pairs)
     return xp
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A flag: exactly True or False (not 0/1, a string or an array)."""
+    if not isinstance(value, bool):
+        got = _got(value) if getattr(value, "ndim", 0) else repr(value)  # arrays by shape
+        raise ArgumentTypeError(f"{name}: expected True or False, got {got}")
+    return value
 
 
 # ----------------------------------------------------------------------------- the front end

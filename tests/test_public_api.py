@@ -104,9 +104,9 @@ SUBPACKAGES = {
         "load_records", "parse_grid", "parse_seeds", "plot_bands", "run", "run_sweep", "spawn_seeds", "stats",
     ],
     "validation": [
-        "ArgumentTypeError", "batch_leaves", "check_arrays", "check_call", "check_clip", "check_finite", "check_int",
-        "check_lr", "check_matrix", "check_ndim", "check_nonneg", "check_params", "check_positive_int", "check_q",
-        "check_rcond", "check_real", "check_shape", "check_square", "check_symmetric", "validated",
+        "ArgumentTypeError", "batch_leaves", "check_arrays", "check_bool", "check_call", "check_clip", "check_finite",
+        "check_int", "check_lr", "check_matrix", "check_ndim", "check_nonneg", "check_params", "check_positive_int",
+        "check_q", "check_rcond", "check_real", "check_shape", "check_square", "check_symmetric", "validated",
     ],
 }
 

@@ -4,6 +4,7 @@ categories naming the caller's argument, and "validate once" (nested calls do no
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -14,6 +15,7 @@ from arraycurv import backend, validation
 from arraycurv.testing import assert_close
 from arraycurv.validation import (
     ArgumentTypeError,
+    check_bool,
     check_call,
     check_clip,
     check_int,
@@ -61,6 +63,14 @@ def test_check_real_errors_name_the_argument(value, kwargs, exc, match):
         return
     with pytest.raises(exc, match=match):
         check_real(value, "a", **kwargs)
+
+
+@pytest.mark.parametrize("bad, got", [(0, "0"), (1, "1"), ("yes", "'yes'"), (None, "None"),
+                                      (np.bool_(True), "np.True_"), (np.ones(3, bool), "shape (3,)")])
+def test_check_bool_takes_only_true_or_false(bad, got):
+    assert check_bool(True, "flag") is True and check_bool(False, "flag") is False
+    with pytest.raises(ArgumentTypeError, match=rf"^flag: expected True or False, got {re.escape(got)}$"):
+        check_bool(bad, "flag")
 
 
 def test_argument_type_error_is_both_type_and_value_error():

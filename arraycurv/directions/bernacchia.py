@@ -59,6 +59,7 @@ from ..params import tree_vdot
 from ..validation import (
     ArgumentTypeError,
     check_arrays,
+    check_bool,
     check_call,
     check_int,
     check_nonneg,
@@ -626,8 +627,7 @@ def bernacchia_ngd_direction(model, params, batch, *, alpha=1.0, damping=0.0, nu
     alpha = check_real(alpha, "alpha")
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
-    if not isinstance(warn, bool):
-        raise ArgumentTypeError(f"warn: expected True or False, got {warn!r}")
+    check_bool(warn, "warn")
     if form == "moore_penrose":
         return _moore_penrose(model, params, batch, alpha, damping, rcond, num_samples, noise_cov)
     if warn and has_bottleneck(model):
@@ -793,8 +793,7 @@ def check_map_path(model, params, batch, *, alpha=1.0, warn=True):
     """
     if not isinstance(model, DeepLinear):
         raise TypeError(f"model: expected a DeepLinear, got {type(model).__name__}")
-    if not isinstance(warn, bool):
-        raise ArgumentTypeError(f"warn: expected True or False, got {warn!r}")
+    check_bool(warn, "warn")
     check_call(model, params, batch=batch, loss=MSE())
     if len(set(model.widths)) != 1:
         return None

@@ -89,6 +89,7 @@ from ..models.deep_linear import DeepLinear, LinearMoments, _prefixes, _suffixes
 from ..params import flatten, num_params, unflatten
 from ..validation import (
     ArgumentTypeError,
+    check_bool,
     check_call,
     check_nonneg,
     check_q,
@@ -127,8 +128,7 @@ def _resolve(model, params, batch, loss, q, damping, rcond, return_info=False):
     q = check_q(q)
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
-    if not isinstance(return_info, bool):
-        raise ArgumentTypeError(f"return_info: expected True or False, got {type(return_info).__name__}")
+    check_bool(return_info, "return_info")
     xp = check_call(model, params, batch=batch, loss=loss)
     if rcond is None:
         rcond = _default_rcond(num_params(param_shapes(model)), params[0].dtype, xp)

@@ -16,7 +16,7 @@ from ..curvature.kron import _check_fisher, kron_factors
 from ..linalg.kronecker import kron_psd_power_apply
 from ..losses import MSE
 from ..models.sequential import as_sequential
-from ..validation import check_call, check_nonneg, check_q, check_rcond
+from ..validation import check_bool, check_call, check_nonneg, check_q, check_rcond
 
 __all__ = ['kfac_qngd_direction']
 
@@ -68,8 +68,7 @@ def kfac_qngd_direction(model, params, batch, q, *, loss=MSE(), damping=0.0, rco
     damping = check_nonneg(damping, "damping")
     rcond = check_rcond(rcond)
     _check_fisher(fisher)
-    if not isinstance(normalize, bool):
-        raise ValueError(f"normalize: expected True or False, got {normalize!r}")
+    check_bool(normalize, "normalize")
     as_sequential(model)  # K-FAC needs the layer-wise form: name an unsupported model first
     xp = check_call(model, params, batch=batch, loss=loss)
     _, grad = value_and_grad.trusted(model, params, tuple(batch), loss, xp=xp)

@@ -40,7 +40,7 @@ import array_api_extra as xpx
 
 from .. import backend
 from ..params import num_params, shapes_of, unflatten
-from ..validation import ArgumentTypeError, check_finite, check_ndim, check_real, check_shape
+from ..validation import check_bool, check_finite, check_ndim, check_real, check_shape
 
 __all__ = [
     "Eigenpairs",
@@ -187,8 +187,7 @@ def _operator(space: _Space, matvec, batched: bool):
     """A function (m, n) rows -> (m, n) rows of A applied to each row."""
     if not callable(matvec):
         raise TypeError(f"matvec: expected a callable v -> A v, got {type(matvec).__name__}")
-    if not isinstance(batched, bool):
-        raise ArgumentTypeError(f"batched: expected True or False, got {batched!r}")
+    check_bool(batched, "batched")
     xp = space.xp
 
     def one(row):

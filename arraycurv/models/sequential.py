@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import backend
 from ..losses import MSE, check_target_shape, loss_grad, loss_hessian_vp
-from ..validation import check_int, check_real
+from ..validation import check_bool, check_int, check_real
 from .base import (
     Linearization,
     forward,
@@ -247,8 +247,7 @@ def mlp(sizes, activation: str = "tanh", bias: bool = True) -> Sequential:
         raise ValueError(f"sizes: expected at least two positive ints (n0, ..., nL), got {sizes!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-    if not isinstance(bias, bool):
-        raise ValueError(f"bias: expected True or False, got {bias!r}")
+    check_bool(bias, "bias")
     act = Activation(activation)
     layers = []
     for i in range(len(sizes) - 1):
@@ -479,8 +478,7 @@ def vjp_linearized(lin: SequentialLinearization, cotangent, *, per_sample: bool 
     cotangent gives tensors of shape (m, *p.shape). With ``per_sample=True`` the batch
     axis is kept too: tensors of shape (*lead, B, *p.shape) holding J_b^T u_b.
     """
-    if not isinstance(per_sample, bool):
-        raise TypeError(f"per_sample: expected True or False, got {per_sample!r}")
+    check_bool(per_sample, "per_sample")
     _check_cotangent(lin, cotangent)
     return _vjp_trusted(lin, cotangent, per_sample)
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .. import backend
 from ..directions.fractional import clip_direction
 from ..losses import MSE
-from ..validation import ArgumentTypeError, check_arrays, check_lr, check_real
+from ..validation import ArgumentTypeError, check_arrays, check_bool, check_lr, check_real
 from .base import EmptyState, UpdateRule
 from .damping import DampingController
 
@@ -97,8 +97,7 @@ def scale_by_lr(lr, *, flip_sign: bool = True) -> UpdateRule:
         Multiply by ``-lr`` (default: gradient-like updates become a descent step), else
         by ``lr``.
     """
-    if not isinstance(flip_sign, bool):
-        raise ArgumentTypeError(f"flip_sign: expected True or False, got {flip_sign!r}")
+    check_bool(flip_sign, "flip_sign")
     sign = -1.0 if flip_sign else 1.0
     if not callable(lr):
         factor = sign * check_lr(lr)
@@ -125,8 +124,7 @@ def momentum(beta: float, *, nesterov: bool = False) -> UpdateRule:
     """Heavy-ball momentum (optax ``trace``): ``m <- u + beta m``; returns ``m``
     (Nesterov: ``u + beta m``)."""
     beta = _unit(beta, "beta")
-    if not isinstance(nesterov, bool):
-        raise ArgumentTypeError(f"nesterov: expected True or False, got {nesterov!r}")
+    check_bool(nesterov, "nesterov")
 
     def update(updates, state, params, **extra):
         _check_state(state, MomentumState, "a MomentumState")
@@ -149,8 +147,7 @@ def ema(decay: float, *, debias: bool = True) -> UpdateRule:
     """Exponential moving average (optax ``ema``): ``e <- decay e + (1 - decay) u``;
     returns ``e / (1 - decay^t)`` (``debias``) or ``e``."""
     decay = _unit(decay, "decay")
-    if not isinstance(debias, bool):
-        raise ArgumentTypeError(f"debias: expected True or False, got {debias!r}")
+    check_bool(debias, "debias")
 
     def update(updates, state, params, **extra):
         _check_state(state, EmaState, "an EmaState")
