@@ -30,6 +30,7 @@ __all__ = [
     "loss_hessian_factor",
     "loss_hessian_vp",
     "loss_value",
+    "loss_value_and_grad",
     "sample_targets",
 ]
 
@@ -127,6 +128,46 @@ def _(loss: MSE, outputs, targets):
     backend.namespace_of(outputs=outputs, targets=targets)
     check_targets(loss, outputs, targets)
     return outputs - targets
+
+
+@functools.singledispatch
+def _loss_value_and_grad(loss, outputs, targets, xp, *, value: bool = True):
+    """Trusted ``(mean loss or None, per-sample gradient)``; this default calls the
+    (checked) :func:`loss_value` and :func:`loss_grad` of a loss that registers only those."""
+    return (loss_value(loss, outputs, targets) if value else None), loss_grad(loss, outputs, targets)
+
+
+def loss_value_and_grad(loss, outputs, targets):
+    """Mean loss and per-sample gradient d l_b / d f_b together, ``(0-d array, (B, k))``:
+    the two share their work (the residual for MSE, the softmax for cross-entropy).
+
+    The inputs are checked like :func:`loss_value` (shapes, dtype, finite values, labels
+    in range). The curvature verbs, whose inputs were checked once, call
+    ``loss_value_and_grad.trusted(loss, outputs, targets, xp, value=True)`` (``value=False``
+    skips the loss); a new loss registers its fused form with
+    ``loss_value_and_grad.register``, and without one gets its ``loss_value`` and
+    ``loss_grad``.
+    """
+    xp = backend.namespace_of(outputs=outputs, targets=targets)
+    check_targets(loss, outputs, targets)
+    check_finite(outputs, "outputs", xp)
+    if xp.isdtype(targets.dtype, "real floating"):
+        check_finite(targets, "targets", xp)
+    return _loss_value_and_grad(loss, outputs, targets, xp)
+
+
+loss_value_and_grad.register = _loss_value_and_grad.register
+loss_value_and_grad.dispatch = _loss_value_and_grad.dispatch
+loss_value_and_grad.registry = _loss_value_and_grad.registry
+loss_value_and_grad.trusted = _loss_value_and_grad
+
+
+@_loss_value_and_grad.register
+def _(loss: MSE, outputs, targets, xp, *, value: bool = True):
+    r = outputs - targets
+    if not value:
+        return None, r
+    return _finite_loss(xp, 0.5 * xp.sum(r * r) / outputs.shape[0], outputs, targets), r
 
 
 @functools.singledispatch
@@ -301,6 +342,17 @@ def _(loss: SoftmaxCrossEntropy, outputs, targets):
     _, p, q, _, _ = _softmax_parts(xp, outputs)
     hot = _onehot(xp, targets, outputs.shape[1], outputs) > 0
     return xp.where(hot, -q, p)
+
+
+@_loss_value_and_grad.register
+def _(loss: SoftmaxCrossEntropy, outputs, targets, xp, *, value: bool = True):
+    m, p, q, _, log_s = _softmax_parts(xp, outputs)
+    onehot = _onehot(xp, targets, outputs.shape[1], outputs)
+    g = xp.where(onehot > 0, -q, p)
+    if not value:
+        return None, g
+    picked = xp.sum(onehot * outputs, axis=-1)
+    return _finite_loss(xp, xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0], outputs), g
 
 
 @_loss_hessian_vp.register

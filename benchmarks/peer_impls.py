@@ -118,7 +118,8 @@ def flop_counts(ac, model, b):
 # ----------------------------------------------------------------------- arraycurv
 def arraycurv_fns(ac, model, data, cached: bool):
     """The public verbs (``cached=False``) or the cached forms: ``linearize`` once and the
-    linearization's products (Sequential), the batch moments (DeepLinear, MSE)."""
+    linearization's ``value_and_grad``, ``ggn_vp`` and ``hvp`` (Sequential), the batch
+    moments (DeepLinear, MSE)."""
     params, x, y, v = data["params"], data["x"], data["y"], data["v"]
     loss = ac.MSE()
     if not cached:
@@ -134,10 +135,8 @@ def arraycurv_fns(ac, model, data, cached: bool):
                 "ggn_vp": lambda: ac.ggn_vp(model, params, mom, v, loss),
                 "hvp": lambda: ac.hvp(model, params, mom, v, loss)}
     lin = ac.linearize(model, params, x)
-    b = x.shape[0]
-    lg, lhv = ac.losses.loss_grad, ac.losses.loss_hessian_vp
-    return {"gradient": lambda: lin.vjp(lg(loss, lin.outputs, y) / b),
-            "ggn_vp": lambda: lin.vjp(lhv(loss, lin.outputs, lin.jvp(v)) / b),
+    return {"gradient": lambda: lin.value_and_grad(y, loss)[1],
+            "ggn_vp": lambda: lin.ggn_vp(v, loss),
             "hvp": lambda: lin.hvp(y, v, loss)}
 
 

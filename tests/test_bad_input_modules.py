@@ -1056,7 +1056,8 @@ def _losses_cases():
     lab = np.asarray([0, 1, 2, 1, 0])
     for loss, tgt in ((MSE, y), (CE, lab)):
         k = type(loss).__name__
-        with_t = {"loss_value": ls.loss_value, "loss_grad": ls.loss_grad, "check_targets": ls.check_targets}
+        with_t = {"loss_value": ls.loss_value, "loss_grad": ls.loss_grad, "check_targets": ls.check_targets,
+                  "loss_value_and_grad": ls.loss_value_and_grad}
         for name, f in with_t.items():
             cov = f"{m}.{name}"
             bad(f"m2-{name}-{k}-outputs-list", "outputs", lambda f=f, loss=loss, t=tgt: f(loss, out.tolist(), t), cov)
@@ -1077,6 +1078,10 @@ def _losses_cases():
         bad(f"m2-loss-value-{k}-outputs-nan", "outputs", lambda loss=loss, t=tgt: ls.loss_value(
             loss, _with(out, NAN), t))
         bad(f"m2-loss-value-{k}-targets-nan", "targets", lambda loss=loss: ls.loss_value(
+            loss, out, _with(y, NAN) if loss is MSE else lab + 7))
+        bad(f"m2-loss-value-and-grad-{k}-outputs-nan", "outputs", lambda loss=loss, t=tgt: ls.loss_value_and_grad(
+            loss, _with(out, NAN), t))
+        bad(f"m2-loss-value-and-grad-{k}-targets-nan", "targets", lambda loss=loss: ls.loss_value_and_grad(
             loss, out, _with(y, NAN) if loss is MSE else lab + 7))
         no_t = {"loss_hessian": ls.loss_hessian, "loss_hessian_factor": ls.loss_hessian_factor,
                 "loss_hessian_vp": lambda loss, o: ls.loss_hessian_vp(loss, o, out),

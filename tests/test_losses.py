@@ -105,6 +105,10 @@ def test_output_gradient_and_hessian_against_finite_differences(xp, case, loss):
             fdh[n, :, j] = (gp[n] - gm[n]) / (2 * H)
     rtol = FD64_RTOL[dtype]
     assert_close(ac.losses.loss_grad(loss, f, y), fd, like=f, rtol=rtol, atol=1e-9)
+    # the fused value and gradient: the same gradient, and the value of loss_value
+    val, grad = ac.losses.loss_value_and_grad(loss, f, y)
+    assert_close(grad, fd, like=f, rtol=rtol, atol=1e-9)
+    assert_close(val, ac.losses.loss_value(loss, f, y), like=f, rtol=4 * float(np.finfo(np.dtype(dtype)).eps))
     hess = ac.losses.loss_hessian(loss, f)
     assert_close(hess, fdh, like=f, rtol=rtol, atol=1e-9)
     # H v and the factor: S^T S = H, both against the finite-difference Hessian

@@ -77,7 +77,7 @@ SUBPACKAGES = {
     ],
     "losses": [
         "MSE", "SoftmaxCrossEntropy", "check_target_shape", "check_targets", "loss_grad", "loss_hessian",
-        "loss_hessian_factor", "loss_hessian_vp", "loss_value", "sample_targets",
+        "loss_hessian_factor", "loss_hessian_vp", "loss_value", "loss_value_and_grad", "sample_targets",
     ],
     "models": [
         "DeepLinear", "LinearMoments", "Linearization", "Sequential", "SequentialLinearization", "as_sequential",

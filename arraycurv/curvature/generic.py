@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 
 from .. import backend
-from ..losses import MSE, loss_grad, loss_hessian_vp, loss_value
+from ..losses import MSE, loss_hessian_vp, loss_value_and_grad
 from ..models.base import forward, hvp, jvp, param_shapes, stacked_tangents, vjp
 from ..params import flatten, num_params, unflatten
 from ..validation import check_call, validated
@@ -67,8 +67,8 @@ def _eye_columns(xp, model, params):
 def _value_and_grad(model, params, batch, loss=MSE(), *, xp):
     x, y = batch
     out = forward.trusted(model, params, x, xp=xp)
-    g = vjp.trusted(model, params, x, loss_grad(loss, out, y) / x.shape[0], xp=xp)
-    return loss_value(loss, out, y), g
+    value, g = loss_value_and_grad.trusted(loss, out, y, xp)
+    return value, vjp.trusted(model, params, x, g / x.shape[0], xp=xp)
 
 
 @validated(_value_and_grad)

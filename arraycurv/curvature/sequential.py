@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import array_api_extra as xpx
 
 from .. import backend
-from ..losses import MSE, loss_grad, loss_hessian_factor, loss_value
+from ..losses import MSE, loss_hessian_factor, loss_value_and_grad
 from ..models.base import linearize, param_shapes
 from ..models.layers import layer_cost, layer_kron_rows
 from ..models.sequential import (
@@ -41,8 +41,8 @@ __all__: list[str] = []
 def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     x, y = batch
     lin = linearize.trusted(model, params, x, xp=xp)
-    g = _vjp_trusted(lin, loss_grad(loss, lin.outputs, y) / x.shape[0])
-    return loss_value(loss, lin.outputs, y), g
+    value, g = loss_value_and_grad.trusted(loss, lin.outputs, y, lin.xp)
+    return value, _vjp_trusted(lin, g / x.shape[0])
 
 
 @ggn_vp.register(Sequential)

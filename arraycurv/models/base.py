@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..losses import MSE
+from ..losses import MSE, loss_grad, loss_hessian_vp, loss_value
 from ..validation import check_call, validated
 
 __all__ = [
@@ -166,6 +166,17 @@ class Linearization:
     def hvp(self, y, v, loss=MSE()):
         """Exact Hessian-vector product of the mean loss on the batch ``(x, y)``."""
         return hvp(self.model, self.params, (self.x, y), v, loss)
+
+    def ggn_vp(self, v, loss=MSE()):
+        """GGN-vector product G v = (1/B) sum_b J_b^T H_b J_b v at the linearization point
+        (Huh eq (3); spec 3.2): J v, the output-Hessian products, J^T (targets not needed)."""
+        jv = self.jvp(v)
+        return self.vjp(loss_hessian_vp(loss, self.outputs, jv) / self.x.shape[0])
+
+    def value_and_grad(self, y, loss=MSE()):
+        """Mean loss on the batch ``(x, y)`` and its gradient, from the cached outputs."""
+        g = loss_grad(loss, self.outputs, y)
+        return loss_value(loss, self.outputs, y), self.vjp(g / self.x.shape[0])
 
 
 @functools.singledispatch

@@ -461,12 +461,21 @@ def _(layer: Dense, input_shape):
     return (layer.n_out,)
 
 
+def _mT(xp, a):
+    """The matrix transpose of ``a``: the ``.T`` view of a matrix, else
+    ``xp.matrix_transpose`` (the layers' products are ``@`` on such views: the operator
+    and ``.T`` skip the compatibility wrappers, which cost more than a small product)."""
+    return a.T if a.ndim == 2 else xp.matrix_transpose(a)
+
+
 @layer_forward.register(Dense)
 def _(layer: Dense, p, x):
-    _check_input(layer, x, 1, (layer.n_in,))
-    _check_layer_params(layer, p)
-    xp = _xp(params=tuple(p), x=x)
-    y = xp.matmul(x, xp.matrix_transpose(p[0]))
+    xp = _TRUSTED_XP.get()
+    if xp is None:
+        _check_input(layer, x, 1, (layer.n_in,))
+        _check_layer_params(layer, p)
+        _xp(params=tuple(p), x=x)
+    y = x @ p[0].T
     if layer.bias:
         y = y + p[1]
     return y, x
@@ -474,24 +483,26 @@ def _(layer: Dense, p, x):
 
 @layer_jvp.register(Dense)
 def _(layer: Dense, p, cache, dp, dx):
-    _check_tangent(dp, p, "dp", layer)
-    _check_trailing(dx, (cache.shape[0], layer.n_in), "dx", layer)
-    xp = _xp(params=tuple(p))
+    xp = _TRUSTED_XP.get()
+    if xp is None:
+        _check_tangent(dp, p, "dp", layer)
+        _check_trailing(dx, (cache.shape[0], layer.n_in), "dx", layer)
+        xp = _xp(params=tuple(p))
     x = cache
-    t_in = None if dx is None else xp.matmul(dx, xp.matrix_transpose(p[0]))
-    t_w = t_b = None
+    t = None if dx is None else dx @ p[0].T
     if dp is not None:
-        t_w = xp.matmul(x, xp.matrix_transpose(dp[0]))
+        t_w = x @ _mT(xp, dp[0])
+        t = t_w if t is None else t + t_w
         if layer.bias:
-            t_b = dp[1][..., None, :]
-    return _add(t_in, t_w, t_b)
+            t = t + dp[1][..., None, :]
+    return t
 
 
 def _dense_param_cot(xp, layer, x, dy, params_mode):
     if params_mode == "none":
         return None
     if params_mode == "sum":
-        dw = xp.matmul(xp.matrix_transpose(dy), x)
+        dw = _mT(xp, dy) @ x
         return (dw, xp.sum(dy, axis=-2)) if layer.bias else (dw,)
     dw = dy[..., :, None] * x[:, None, :]
     return (dw, dy) if layer.bias else (dw,)
@@ -499,30 +510,36 @@ def _dense_param_cot(xp, layer, x, dy, params_mode):
 
 @layer_vjp.register(Dense)
 def _(layer: Dense, p, cache, dy, *, params_mode="sum", input_grad=True):
-    _check_mode(params_mode)
-    _check_trailing(dy, (cache.shape[0], layer.n_out), "dy", layer)
-    xp = _xp(params=tuple(p), dy=dy)
-    dx = xp.matmul(dy, p[0]) if input_grad else None
+    xp = _TRUSTED_XP.get()
+    if xp is None:
+        _check_mode(params_mode)
+        _check_trailing(dy, (cache.shape[0], layer.n_out), "dy", layer)
+        xp = _xp(params=tuple(p), dy=dy)
+    dx = dy @ p[0] if input_grad else None
     return dx, _dense_param_cot(xp, layer, cache, dy, params_mode)
 
 
 @layer_rop_vjp.register(Dense)
 def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
-    _check_tangent(dp, p, "dp", layer)
-    b = cache.shape[0]
-    _check_trailing(dx, (b, layer.n_in), "dx", layer)
-    _check_trailing(dy, (b, layer.n_out), "dy", layer)
-    _check_trailing(rdy, (b, layer.n_out), "rdy", layer)
-    xp = _xp(params=tuple(p), dy=dy, rdy=rdy)
+    xp = _TRUSTED_XP.get()
+    if xp is None:
+        _check_tangent(dp, p, "dp", layer)
+        b = cache.shape[0]
+        _check_trailing(dx, (b, layer.n_in), "dx", layer)
+        _check_trailing(dy, (b, layer.n_out), "dy", layer)
+        _check_trailing(rdy, (b, layer.n_out), "rdy", layer)
+        xp = _xp(params=tuple(p), dy=dy, rdy=rdy)
     x, w = cache, p[0]
     rdx = None
     if input_grad:
         # R{dy W} = rdy W + dy V_W
-        rdx = _add(xp.matmul(rdy, w), None if dp is None else xp.matmul(dy, dp[0]))
+        rdx = rdy @ w
+        if dp is not None:
+            rdx = rdx + dy @ dp[0]
     # R{dy^T x} = rdy^T x + dy^T R{x};  R{sum_b dy} = sum_b rdy
-    rdw = xp.matmul(xp.matrix_transpose(rdy), x)
+    rdw = _mT(xp, rdy) @ x
     if dx is not None:
-        rdw = rdw + xp.matmul(xp.matrix_transpose(dy), dx)
+        rdw = rdw + _mT(xp, dy) @ dx
     rdp = (rdw, xp.sum(rdy, axis=-2)) if layer.bias else (rdw,)
     return rdx, rdp
 

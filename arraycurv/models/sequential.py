@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import backend
-from ..losses import MSE, check_target_shape, loss_grad, loss_hessian_vp
+from ..losses import MSE, check_target_shape, loss_hessian_vp, loss_value_and_grad
 from ..validation import check_bool, check_int, check_real
 from .base import (
     Linearization,
@@ -107,6 +107,19 @@ class Sequential:
             raise ValueError(f"input_shape: expected a tuple of positive ints like (n0,) or (C, H, W), got {shp!r}")
         object.__setattr__(self, "input_shape", tuple(shp))
         _shapes(self)  # validates the chain
+
+    def __hash__(self):
+        # The hot paths look the model up in small caches (shapes, parameter ranges) on
+        # every call: hash the layers once per instance, not at every look-up.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.layers, self.input_shape))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self):
+        # string hashes differ between processes: a pickled model recomputes its own
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 @functools.lru_cache(maxsize=256)
@@ -349,11 +362,14 @@ class SequentialLinearization(Linearization):
         Each layer's cache from :func:`~arraycurv.models.layers.layer_forward`.
     xp : namespace
         The array namespace of the arrays (found once, when the linearization is built).
+    layer_params : tuple
+        ``params`` split by layer (each layer's tuple of tensors, empty for none).
     """
 
     inputs: tuple = ()
     caches: tuple = ()
     xp: Any = None
+    layer_params: tuple = ()
 
     def jvp(self, tangent):
         return jvp_linearized(self, tangent)
@@ -364,6 +380,19 @@ class SequentialLinearization(Linearization):
     def hvp(self, y, v, loss=MSE()):
         return hvp_linearized(self, y, v, loss)
 
+    def ggn_vp(self, v, loss=MSE()):
+        """G v = (1/B) sum_b J_b^T H_b J_b v from the caches (one check of ``v``, then a
+        tangent pass, the output-Hessian products and a reverse pass; Huh eq (3))."""
+        _check_tangent_tree(self.model, self.params, v, "v")
+        jv = _jvp_trusted(self, v)
+        return _vjp_trusted(self, _loss_hvp(loss, self.outputs, jv, _lin_xp(self)) / self.x.shape[0])
+
+    def value_and_grad(self, y, loss=MSE()):
+        """Mean loss on ``(x, y)`` and its gradient from the caches (one reverse pass)."""
+        xp = _check_targets_lin(self, y, loss)
+        value, g = loss_value_and_grad.trusted(loss, self.outputs, y, xp)
+        return value, _vjp_trusted(self, g / self.x.shape[0])
+
 
 @linearize.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
@@ -372,12 +401,18 @@ def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     params = tuple(params)
     a = x
     inputs, caches = [], []
+    ps = _split(model, params)
     with _trusted_layers(xp):
-        for layer, p in zip(model.layers, _split(model, params)):
+        for layer, p in zip(model.layers, ps):
             inputs.append(a)
             a, cache = layer_forward(layer, p, a)
             caches.append(cache)
-    return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp)
+    return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp, ps)
+
+
+def _lin_params(lin):
+    """The linearization's parameters split by layer."""
+    return lin.layer_params or _split(lin.model, lin.params)
 
 
 def _lin_xp(lin):
@@ -421,7 +456,7 @@ def _forward_tangents(lin, tangent):
     da = None
     t_in = []
     with _trusted_layers(_lin_xp(lin)):
-        for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
+        for layer, p, cache, dp in zip(model.layers, _lin_params(lin), lin.caches, dps):
             t_in.append(da)
             da = layer_jvp(layer, p, cache, dp if len(dp) else None, da)
     return tuple(t_in), da
@@ -447,7 +482,7 @@ def jvp_linearized(lin: SequentialLinearization, tangent) -> Any:
 def _backward(lin, cotangent, params_mode):
     """Backward pass; returns each layer's parameter cotangents (None for none)."""
     model = lin.model
-    ps = _split(model, lin.params)
+    ps = _lin_params(lin)
     g = cotangent
     grads = [None] * len(model.layers)
     with _trusted_layers(_lin_xp(lin)):
@@ -492,7 +527,7 @@ def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
     """
     _check_cotangent(lin, cotangent)
     model = lin.model
-    ps = _split(model, lin.params)
+    ps = _lin_params(lin)
     g = cotangent
     outs = [None] * len(model.layers)
     with _trusted_layers(_lin_xp(lin)):
@@ -544,14 +579,22 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     started from R{dL/df} = H_l J v / B. ``y`` are the targets of the batch ``lin.x``;
     ``v`` is shaped like the parameters and may carry leading axes (m products at once).
     """
+    _check_targets_lin(lin, y, loss)
+    _check_tangent_tree(lin.model, lin.params, v, "v")
+    return _hvp_linearized(lin, y, v, loss)
+
+
+def _check_targets_lin(lin, y, loss):
+    """Targets ``y`` of the batch ``lin.x`` for ``loss``: shape, and for real targets dtype
+    and finiteness (labels: range); returns the namespace."""
     _check_lin(lin)
+    xp = _lin_xp(lin)
     if check_target_shape(loss, y, tuple(lin.outputs.shape), "y"):  # real targets (labels: range-checked)
         xp = backend.namespace_of(outputs=lin.outputs, y=y)
         if y.dtype != lin.outputs.dtype:
             raise TypeError(f"y: expected dtype {lin.outputs.dtype} like the outputs, got {y.dtype}")
         backend.check_all_finite(xp, [("y", y)])
-    _check_tangent_tree(lin.model, lin.params, v, "v")
-    return _hvp_linearized(lin, y, v, loss)
+    return xp
 
 
 def _hvp_linearized(lin, y, v, loss):
@@ -562,10 +605,10 @@ def _hvp_linearized(lin, y, v, loss):
     t_in, jv = _forward_tangents(lin, v)
     if jv is None:
         jv = _zeros_out(lin, lead)
-    g = loss_grad(loss, lin.outputs, y) / b  # d L / d f
     xp = _lin_xp(lin)
+    g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / b  # d L / d f
     rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
-    ps = _split(model, lin.params)
+    ps = _lin_params(lin)
     dps = _split(model, tuple(v))
     res = [None] * len(model.layers)
     with _trusted_layers(xp):

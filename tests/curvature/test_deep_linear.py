@@ -184,6 +184,10 @@ def test_value_and_grad_matches_fd_default_and_moments(xp, case, dtype):
     # generic default: forward + vjp of the output gradient
     loss_d, grad_d = default_form(itf.value_and_grad)(model, params, (x, y))
     assert_close(grad, grad_d, like=x, rtol=rtol_for(dtype, 10))
+    # the generic Linearization's cached form
+    loss_c, grad_c = ac.linearize(model, params, x).value_and_grad(y)
+    assert_close(loss_c, 0.5 * np.sum(r * r) / b, like=x, rtol=rtol_for(dtype, 10))
+    assert_close(ac.flatten(grad_c), ac.flatten(grad_d), like=x, rtol=rtol_for(dtype, 10))
     # from moments: same value (up to the cancellation in Huh eq 1, relative to <|y|^2>) and gradient
     mom = ac.models.moments(x, y)
     loss_m, grad_m = ac.value_and_grad(model, params, mom)
@@ -308,6 +312,9 @@ def _check_ggn_forms(xp, widths, b, seed, dtype):
     gv = ac.ggn_vp(model, params, batch, v)
     assert_close(ac.flatten(gv), gn @ backend.to_numpy(ac.flatten(v)).astype(np.float64), like=x,
                  rtol=rtol_for(dtype, 10))
+    # the generic Linearization's cached form of the product, against the materialized matrix
+    assert_close(ac.flatten(ac.linearize(model, params, x).ggn_vp(v)),
+                 gn @ backend.to_numpy(ac.flatten(v)).astype(np.float64), like=x, rtol=rtol_for(dtype, 10))
     # and from the moments
     assert_close(ac.ggn_matrix(model, params, ac.models.moments(x, y)), gn, like=x, rtol=rtol_for(dtype, 10))
     # symmetric and PSD
