@@ -201,11 +201,14 @@ def _check_tangent_tree(model, params, tangent, name):
     if not isinstance(tangent, (tuple, list)) or len(tangent) != len(shapes):
         got = f"{len(tangent)} arrays" if isinstance(tangent, (tuple, list)) else type(tangent).__name__
         raise ValueError(f"{name}: expected a tuple of {len(shapes)} arrays shaped like params, got {got}")
-    xp = backend.namespace_of(params=tuple(params), **{name: tuple(tangent)})
-    lead = None
-    for i, (t, s) in enumerate(zip(tangent, shapes)):
+    pairs = []
+    for i, t in enumerate(tangent):
         if not backend.is_array(t):
             raise ValueError(f"{name}[{i}]: expected an array, got {type(t).__name__}")
+        pairs.append((f"{name}[{i}]", t))
+    xp = backend.namespace_of_pairs([("params[0]", params[0])] + pairs)
+    lead = None
+    for i, (t, s) in enumerate(zip(tangent, shapes)):
         n = len(s)
         if t.ndim < n or tuple(t.shape[t.ndim - n:]) != tuple(s):
             raise ValueError(f"{name}[{i}]: expected shape (..., {', '.join(map(str, s))}), got {tuple(t.shape)}")
@@ -216,7 +219,7 @@ def _check_tangent_tree(model, params, tangent, name):
             lead = this
         elif this != lead:
             raise ValueError(f"{name}[{i}]: expected leading axes {lead} like {name}[0], got shape {tuple(t.shape)}")
-    backend.check_all_finite(xp, [(f"{name}[{i}]", t) for i, t in enumerate(tangent)])
+    backend.check_all_finite(xp, pairs)
     return lead or ()
 
 
@@ -232,7 +235,7 @@ def _check_cotangent(lin, cotangent, name="cotangent"):
     _check_lin(lin)
     if not backend.is_array(cotangent):
         raise TypeError(f"{name}: expected an array, got {type(cotangent).__name__}")
-    xp = backend.namespace_of(outputs=lin.outputs, **{name: cotangent})
+    xp = backend.namespace_of_pairs([("outputs", lin.outputs), (name, cotangent)])
     b, k = lin.outputs.shape
     if cotangent.ndim < 2 or tuple(cotangent.shape[-2:]) != (b, k):
         raise ValueError(f"{name}: expected shape ({b}, {k}) or (m, {b}, {k}), got {tuple(cotangent.shape)}")
@@ -405,7 +408,7 @@ def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     with _trusted_layers(xp):
         for layer, p in zip(model.layers, ps):
             inputs.append(a)
-            a, cache = layer_forward(layer, p, a)
+            a, cache = layer_forward.dispatch(layer.__class__)(layer, p, a)
             caches.append(cache)
     return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp, ps)
 
@@ -449,16 +452,21 @@ def layer_inputs(lin: SequentialLinearization) -> tuple:
     return lin.inputs
 
 
-def _forward_tangents(lin, tangent):
-    """Tangent pass: (tangent of each layer's input, tangent of the output)."""
+def _forward_tangents(lin, tangent, keep: bool = True):
+    """Tangent pass: (tangent of each layer's input, tangent of the output).
+
+    ``keep=False`` (J v alone) lets each intermediate tangent go once the next layer has
+    it (the tuple is then empty): the memory stays warm in the cache for the next one.
+    """
     model = lin.model
     dps = _split(model, tuple(tangent))
     da = None
     t_in = []
     with _trusted_layers(_lin_xp(lin)):
         for layer, p, cache, dp in zip(model.layers, _lin_params(lin), lin.caches, dps):
-            t_in.append(da)
-            da = layer_jvp(layer, p, cache, dp if len(dp) else None, da)
+            if keep:
+                t_in.append(da)
+            da = layer_jvp.dispatch(layer.__class__)(layer, p, cache, dp if dp else None, da)
     return tuple(t_in), da
 
 
@@ -490,13 +498,15 @@ def _backward(lin, cotangent, params_mode):
             mode = params_mode if len(ps[i]) else "none"
             if mode == "none" and i == 0:
                 break
-            g, grads[i] = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode=mode, input_grad=i > 0)
+            layer = model.layers[i]
+            g, grads[i] = layer_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], g, params_mode=mode,
+                                                              input_grad=i > 0)
     return grads
 
 
 def _jvp_trusted(lin, tangent):
     """J v at a linearization for a validated tangent (no checks)."""
-    _, out = _forward_tangents(lin, tangent)
+    _, out = _forward_tangents(lin, tangent, keep=False)
     return _zeros_out(lin, _tangent_lead(lin.model, tangent)) if out is None else out
 
 
@@ -545,7 +555,7 @@ def _(model: Sequential, params, x, *, xp=None):
     a = x
     with _trusted_layers(xp):
         for layer, p in zip(model.layers, _split(model, params)):
-            a, _ = layer_forward(layer, p, a)
+            a, _ = layer_forward.dispatch(layer.__class__)(layer, p, a)
     return a
 
 
@@ -590,7 +600,9 @@ def _check_targets_lin(lin, y, loss):
     _check_lin(lin)
     xp = _lin_xp(lin)
     if check_target_shape(loss, y, tuple(lin.outputs.shape), "y"):  # real targets (labels: range-checked)
-        xp = backend.namespace_of(outputs=lin.outputs, y=y)
+        if not backend.is_array(y):
+            raise TypeError(f"y: expected an array, got {type(y).__name__}")
+        xp = backend.namespace_of_pairs([("outputs", lin.outputs), ("y", y)])
         if y.dtype != lin.outputs.dtype:
             raise TypeError(f"y: expected dtype {lin.outputs.dtype} like the outputs, got {y.dtype}")
         backend.check_all_finite(xp, [("y", y)])
@@ -611,15 +623,18 @@ def _hvp_linearized(lin, y, v, loss):
     ps = _lin_params(lin)
     dps = _split(model, tuple(v))
     res = [None] * len(model.layers)
+    t_in = list(t_in)
     with _trusted_layers(xp):
         for i in range(len(model.layers) - 1, -1, -1):
             layer = model.layers[i]
+            cls = layer.__class__
             need_in = i > 0
-            dp = dps[i] if len(dps[i]) else None
-            rdx, rdp = layer_rop_vjp(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
+            dp = dps[i] if dps[i] else None
+            rdx, rdp = layer_rop_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
+            t_in[i] = None  # used: let it go
             res[i] = rdp
             if need_in:
-                g, _ = layer_vjp(layer, ps[i], lin.caches[i], g, params_mode="none")
+                g, _ = layer_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], g, params_mode="none")
                 rg = rdx
     out = tuple(t for rdp in res for t in rdp)
     # parameters whose R-derivative does not depend on the lead axes get them broadcast
