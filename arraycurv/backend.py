@@ -55,6 +55,7 @@ __all__ = [
     "to_device",
     "to_numpy",
     "uniform",
+    "writable_view",
 ]
 
 
@@ -266,6 +267,26 @@ _VDOT = np.vdot
 def _is_numpy_array(x) -> bool:
     """True for a NumPy ndarray (exactly, not a subclass or a wrapper)."""
     return type(x) is np.ndarray
+
+
+def writable_view(a: Any, shape) -> Any:
+    """``a`` reshaped to ``shape`` as a *view* that writes through to ``a``, or None.
+
+    The array API leaves open whether ``reshape`` copies, so an assignment into its result
+    may be lost; NumPy reshapes a strided block (a slice of a matrix) along split axes
+    without copying. Returns the view for a writeable NumPy array whose reshape needs no
+    copy, and None otherwise (other namespaces, read-only arrays), where the caller
+    falls back to functional updates. The explicit GGN writes each Kronecker block through
+    such a view in one strided copy (:mod:`arraycurv.curvature.sequential`).
+    """
+    if type(a) is not np.ndarray or not a.flags.writeable:
+        return None
+    v = a.view()
+    try:
+        v.shape = tuple(shape)  # raises instead of copying
+    except AttributeError:
+        return None
+    return v
 
 
 def _all_finite_numpy(arrays) -> bool:

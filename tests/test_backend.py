@@ -158,3 +158,22 @@ def test_apply_memory_policy_reads_the_environment(monkeypatch, value, calls, wa
     else:
         assert backend.apply_memory_policy() is (calls == 1)
     assert len(seen) == calls
+
+
+def test_writable_view_writes_through_or_declines():
+    """A reshaped block of a writeable NumPy matrix is a view that writes into the matrix;
+    where a reshape would copy, or the array is read-only or of another namespace, None."""
+    import numpy as np
+
+    a = np.zeros((6, 8))
+    v = backend.writable_view(a[2:6, 0:6], (2, 2, 3, 2))
+    assert v is not None
+    v[...] = np.arange(24.0).reshape(2, 2, 3, 2)
+    np.testing.assert_array_equal(a[2:6, 0:6], np.arange(24.0).reshape(4, 6))
+    assert np.all(a[:2] == 0) and np.all(a[:, 6:] == 0)
+    assert backend.writable_view(a.T, (4, 12)) is None  # merging strided axes would copy
+    ro = np.zeros((4, 4))
+    ro.flags.writeable = False
+    assert backend.writable_view(ro, (2, 8)) is None
+    strict = backend.namespace_by_name("array_api_strict")
+    assert backend.writable_view(strict.zeros((4, 4)), (2, 8)) is None

@@ -236,6 +236,21 @@ class _Assembly:
             self.copy = None
             self._set(rows, cols, value)
 
+    def _put_view(self, src, rows, cols, js) -> bool:
+        """Write the 4-D block ``src`` and (from its column unit ``js`` on) its transpose
+        through reshaped views of the result (one strided copy each, no reshaped
+        temporary); False where the namespace gives no such view (then :meth:`_set`)."""
+        r0, r1, c0, c1 = rows[0], rows[1], cols[0], cols[1]
+        dst = backend.writable_view(self.result[r0:r1, c0:c1], src.shape)
+        if dst is None:
+            return False
+        dst[...] = src
+        ci, ta, cj, tc = src.shape
+        if js < cj:
+            mir = backend.writable_view(self.result[c0 + js * tc:c1, r0:r1], (cj - js, tc, ci, ta))
+            mir[...] = self.xp.permute_dims(src[:, :, js:, :], (2, 3, 0, 1))
+        return True
+
     def put(self, t, rl, rm, i0, j0, mirror_from):
         """Write t (i1 - i0, n~_l, n_m - j0, n~_m) at rows i0:i1 of ``rl``, columns j0: of
         ``rm``, and its transpose at the mirror position for the columns j >= mirror_from
@@ -244,7 +259,10 @@ class _Assembly:
         ci, cj = t.shape[0], t.shape[2]
         for rows, sa in rl.parts(i0, i0 + ci):
             for cols, sc in rm.parts(j0, j0 + cj):
-                blk = xp.reshape(t[:, sa, :, sc], (rows[1] - rows[0], cols[1] - cols[0]))
+                src = t[:, sa, :, sc]  # (ci, n~_a, cj, n~_c): rows (i, a), columns (j, c)
+                if self._put_view(src, rows, cols, max(mirror_from - j0, 0)):
+                    continue
+                blk = xp.reshape(src, (rows[1] - rows[0], cols[1] - cols[0]))
                 self._set(rows, cols, blk)
                 skip = (max(mirror_from - j0, 0)) * (sc.stop - sc.start)
                 if skip < blk.shape[1]:
