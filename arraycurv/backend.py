@@ -55,6 +55,7 @@ __all__ = [
     "to_device",
     "to_numpy",
     "uniform",
+    "window_gather",
     "writable_view",
 ]
 
@@ -287,6 +288,24 @@ def writable_view(a: Any, shape) -> Any:
     except AttributeError:
         return None
     return v
+
+
+def window_gather(x: Any, kernel, stride, out_hw) -> Any:
+    """The im2col gather of a NumPy ``x`` (..., Hp, Wp) -> (..., kh*kw, Ho, Wo), or None.
+
+    Entry [..., i*kw + j, u, v] is x[..., stride_h*u + i, stride_w*v + j]: a strided
+    window view (``sliding_window_view``) copied once into the gather's layout, about
+    twice as fast as stacking the kh*kw slices (the generic form, which other namespaces
+    use: :func:`arraycurv.models._image._im2col`). None for other namespaces.
+    """
+    if type(x) is not np.ndarray:
+        return None
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    v = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))  # (..., H', W', kh, kw)
+    v = v[..., : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :, :]
+    n = x.ndim - 2
+    v = np.transpose(v, tuple(range(n)) + (n + 2, n + 3, n, n + 1))  # (..., kh, kw, Ho, Wo)
+    return np.ascontiguousarray(v).reshape(x.shape[:-2] + (kh * kw, ho, wo))
 
 
 def _all_finite_numpy(arrays) -> bool:

@@ -177,3 +177,22 @@ def test_writable_view_writes_through_or_declines():
     assert backend.writable_view(ro, (2, 8)) is None
     strict = backend.namespace_by_name("array_api_strict")
     assert backend.writable_view(strict.zeros((4, 4)), (2, 8)) is None
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1), (2, 3)])
+def test_window_gather_matches_the_stacked_slices(stride):
+    """The NumPy im2col gather equals the generic stack of the kh x kw strided slices (with
+    leading axes), and declines other namespaces."""
+    import numpy as np
+
+    from arraycurv.models._image import _windows
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 9, 8))
+    kernel = (3, 2)
+    out_hw = ((9 - 3) // stride[0] + 1, (8 - 2) // stride[1] + 1)
+    ref = np.stack([x[..., r, c] for r, c in _windows(kernel, stride, out_hw)], axis=-3)
+    got = backend.window_gather(x, kernel, stride, out_hw)
+    assert got.shape == (2, 3, 4, 6) + out_hw
+    np.testing.assert_array_equal(got, ref)
+    strict = backend.namespace_by_name("array_api_strict")
+    assert backend.window_gather(strict.zeros((1, 4, 4)), (2, 2), (1, 1), (3, 3)) is None

@@ -38,7 +38,8 @@ SUBPACKAGES = {
         "BACKENDS", "apply_memory_policy", "apply_thread_policy", "blas_threads", "check_all_finite", "check_float",
         "check_same_device", "device_of", "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers",
         "is_array", "namespace_by_name", "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal",
-        "rng", "set_malloc_thresholds", "set_num_threads", "to_device", "to_numpy", "uniform", "writable_view",
+        "rng", "set_malloc_thresholds", "set_num_threads", "to_device", "to_numpy", "uniform", "window_gather",
+        "writable_view",
     ],
     "curvature": [
         "ClassSubspace", "FISHER_KINDS", "FISHER_VARIANTS", "KFactors", "class_gradients", "class_subspace",

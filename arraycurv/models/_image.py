@@ -33,8 +33,12 @@ def _im2col(xp, x, kernel, stride, out_hw):
     """Gather the receptive fields of ``x`` (..., Hp, Wp) -> (..., kh*kw, Ho, Wo).
 
     Entry [..., i*kw + j, u, v] is x[..., stride_h*u + i, stride_w*v + j]; built from
-    static slices and one ``xp.stack``.
+    static slices and one ``xp.stack`` (NumPy: one copy of a strided window view,
+    :func:`arraycurv.backend.window_gather`).
     """
+    fast = backend.window_gather(x, kernel, stride, out_hw)
+    if fast is not None:
+        return fast
     return xp.stack([x[..., r, c] for r, c in _windows(kernel, stride, out_hw)], axis=-3)
 
 
