@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import backend
-from ..validation import check_finite, check_matrix, check_real, check_square
+from ..validation import check_bool, check_finite, check_matrix, check_real, check_square
 from ._common import _check_psd, _check_symmetric, _keep_above, _power_of_kept, _rcond, _scale_columns, _sym
 
 __all__ = ['PowerInfo', 'pinv_power', 'psd_power']
@@ -123,6 +123,8 @@ def psd_power(a, p, *, rcond=None, damping=0.0, check=True, clip_negative=False,
     check_square(a, "a")
     p = check_real(p, "p")
     damping = check_real(damping, "damping", lo=0)
+    check, clip_negative = check_bool(check, "check"), check_bool(clip_negative, "clip_negative")
+    return_info = check_bool(return_info, "return_info")
     n = a.shape[-1]
     rc = _rcond(rcond, n, a.dtype, xp)
     if check:
@@ -131,7 +133,7 @@ def psd_power(a, p, *, rcond=None, damping=0.0, check=True, clip_negative=False,
     if n == 0:
         out = xp.zeros(a.shape, dtype=a.dtype, device=backend.device_of(a))
         return (out, PowerInfo(0, 0, float(rc), "eigh", ())) if return_info else out
-    out, keep = _psd_power_kept(a, p, rc, damping, xp, check=check, clip_negative=bool(clip_negative))
+    out, keep = _psd_power_kept(a, p, rc, damping, xp, check=check, clip_negative=clip_negative)
     return (out, _power_info(keep, n, rc, "eigh", xp)) if return_info else out
 
 
@@ -192,6 +194,7 @@ def pinv_power(a, p, *, rcond=None, damping=0.0, return_info=False):
     check_matrix(a, "a")
     p = check_real(p, "p")
     damping = check_real(damping, "damping", lo=0)
+    return_info = check_bool(return_info, "return_info")
     m, n = a.shape[-2], a.shape[-1]
     rc = _rcond(rcond, max(m, n), a.dtype, xp)
     check_finite(a, "a", xp)

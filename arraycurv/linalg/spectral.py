@@ -471,7 +471,7 @@ def block_lanczos(matvec, like, k: int = 1, *, block_size: int | None = None, nu
     Parameters
     ----------
     block_size : int, optional
-        Vectors per step; default ``k``.
+        Vectors per step, at most the dimension n; default ``k`` (capped at n).
     num_iters : int, optional
         Largest Krylov dimension (vectors, not blocks); default
         ``min(n, max(10 k, 100))`` rounded up to whole blocks.
@@ -480,6 +480,8 @@ def block_lanczos(matvec, like, k: int = 1, *, block_size: int | None = None, nu
     """
     space = _space(like)
     b = k if block_size is None else _check_int(block_size, "block_size")
+    if block_size is not None and b > space.n:
+        raise ValueError(f"block_size: expected at most the dimension n = {space.n} of the operator, got {b}")
     b = min(b, space.n)
     k, num_iters, tol = _eig_args(space, k, num_iters, tol, which, min(space.n, max(10 * k, 100)))
     apply = _operator(space, matvec, batched)

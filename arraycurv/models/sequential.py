@@ -20,7 +20,7 @@ shape ``(m, B, k)``; a cotangent ``(m, B, k)`` gives ``(m, *p.shape)`` per tenso
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import backend
@@ -373,6 +373,9 @@ class SequentialLinearization(Linearization):
     caches: tuple = ()
     xp: Any = None
     layer_params: tuple = ()
+    #: loss -> (a copy of the targets, the gradient's cotangent at every layer output): the
+    #: part of Pearlmutter's HVP that does not depend on v, kept for repeated products
+    _grad_cots: dict = field(default_factory=dict, repr=False)
 
     def jvp(self, tangent):
         return jvp_linearized(self, tangent)
@@ -536,16 +539,7 @@ def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
     ``cotangent`` itself. No 1/B factor is applied.
     """
     _check_cotangent(lin, cotangent)
-    model = lin.model
-    ps = _lin_params(lin)
-    g = cotangent
-    outs = [None] * len(model.layers)
-    with _trusted_layers(_lin_xp(lin)):
-        for i in range(len(model.layers) - 1, -1, -1):
-            outs[i] = g
-            if i > 0:
-                g, _ = layer_vjp(model.layers[i], ps[i], lin.caches[i], g, params_mode="none")
-    return tuple(outs)
+    return _output_cotangents(lin, cotangent)
 
 
 # ---------------------------------------------------------------- generic passes
@@ -589,9 +583,41 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     started from R{dL/df} = H_l J v / B. ``y`` are the targets of the batch ``lin.x``;
     ``v`` is shaped like the parameters and may carry leading axes (m products at once).
     """
-    _check_targets_lin(lin, y, loss)
+    xp = _check_targets_lin(lin, y, loss)
     _check_tangent_tree(lin.model, lin.params, v, "v")
-    return _hvp_linearized(lin, y, v, loss)
+    return _hvp_linearized(lin, y, v, loss, _grad_cotangents(lin, y, loss, xp))
+
+
+def _grad_cotangents(lin, y, loss, xp):
+    """The gradient's cotangent (1/B) dL/d(output of layer i) at every layer, computed once
+    per linearization, loss and target values (repeated HVPs at one point, e.g. Lanczos,
+    then skip this v-independent backward pass). The targets are compared by value with a
+    copy of those of the first call, so changing them in place between calls is seen."""
+    try:
+        hit = lin._grad_cots.get(loss)
+    except TypeError:  # an unhashable loss object: no reuse
+        return None
+    if hit is not None and tuple(hit[0].shape) == tuple(y.shape) and bool(xp.all(hit[0] == y)):
+        return hit[1]
+    g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / lin.x.shape[0]
+    cots = _output_cotangents(lin, g)
+    lin._grad_cots.clear()  # one loss and target at a time: bounded memory
+    lin._grad_cots[loss] = (xp.asarray(y, copy=True), cots)
+    return cots
+
+
+def _output_cotangents(lin, g):
+    """The cotangent at every layer's output from ``g`` at the model output (trusted)."""
+    model = lin.model
+    ps = _lin_params(lin)
+    outs = [None] * len(model.layers)
+    with _trusted_layers(_lin_xp(lin)):
+        for i in range(len(model.layers) - 1, -1, -1):
+            outs[i] = g
+            if i > 0:
+                layer = model.layers[i]
+                g, _ = layer_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], g, params_mode="none")
+    return tuple(outs)
 
 
 def _check_targets_lin(lin, y, loss):
@@ -609,8 +635,11 @@ def _check_targets_lin(lin, y, loss):
     return xp
 
 
-def _hvp_linearized(lin, y, v, loss):
-    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs)."""
+def _hvp_linearized(lin, y, v, loss, grad_cots=None):
+    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs).
+
+    ``grad_cots``: the gradient's cotangent at every layer output (:func:`_grad_cotangents`),
+    else propagated here along with the R-derivatives."""
     model = lin.model
     b = lin.x.shape[0]
     lead = _tangent_lead(model, v)
@@ -618,7 +647,10 @@ def _hvp_linearized(lin, y, v, loss):
     if jv is None:
         jv = _zeros_out(lin, lead)
     xp = _lin_xp(lin)
-    g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / b  # d L / d f
+    if grad_cots is None:
+        g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / b  # d L / d f
+    else:
+        g = grad_cots[-1]
     rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
     ps = _lin_params(lin)
     dps = _split(model, tuple(v))
@@ -634,7 +666,10 @@ def _hvp_linearized(lin, y, v, loss):
             t_in[i] = None  # used: let it go
             res[i] = rdp
             if need_in:
-                g, _ = layer_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], g, params_mode="none")
+                if grad_cots is None:
+                    g, _ = layer_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], g, params_mode="none")
+                else:
+                    g = grad_cots[i - 1]
                 rg = rdx
     out = tuple(t for rdp in res for t in rdp)
     # parameters whose R-derivative does not depend on the lead axes get them broadcast

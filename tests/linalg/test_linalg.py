@@ -208,6 +208,17 @@ def test_return_info_reports_the_kept_rank(xp, seed, n, data, dtype):
     assert_close(out, host(pinv_power(g, 1.0, rcond=0.1)), like=g, rtol=0.0)
 
 
+def test_flags_must_be_booleans(xp):
+    """``return_info``, ``check`` and ``clip_negative`` are flags: 1 or "yes" raise, naming them."""
+    a = to_xp(np.eye(3), xp, "float64")
+    for kwargs, name in (({"return_info": 1}, "return_info"), ({"check": "yes"}, "check"),
+                         ({"clip_negative": 0}, "clip_negative")):
+        with pytest.raises(TypeError, match=f"^{name}: expected True or False"):
+            psd_power(a, 0.5, **kwargs)
+    with pytest.raises(TypeError, match="^return_info: expected True or False"):
+        pinv_power(a, 1.0, return_info=1)
+
+
 def test_return_info_batches_defaults_and_empty(xp):
     # a batch: the rank of every matrix (row-major) and the smallest; default cut-off n eps
     lam = np.array([[1.0, 0.5, 0.0], [1.0, 1e-20, 0.25]])

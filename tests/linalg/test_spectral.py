@@ -242,6 +242,8 @@ def test_errors_name_the_argument(xp):
         spectral.lanczos(None, like)
     with pytest.raises(ValueError, match="k: expected at most"):
         spectral.lanczos(lambda v: a @ v, like, 5)
+    with pytest.raises(ValueError, match=r"block_size: expected at most the dimension n = 4 of the operator, got 5"):
+        spectral.block_lanczos(lambda v: v @ a, like, 2, block_size=5, batched=True)
     with pytest.raises(ValueError, match="which: expected one of"):
         spectral.lanczos(lambda v: a @ v, like, 1, which="top")
     with pytest.raises(ValueError, match=r"matvec: expected a result of shape \(4,\)"):

@@ -548,6 +548,26 @@ def test_bad_architectures_raise_named_errors():
     assert math.prod(lenet5((1, 8, 8)).input_shape) == 64
 
 
+def test_repeated_linearized_hvps_reuse_the_gradient_pass_and_see_new_targets():
+    """A linearization keeps the gradient's backward pass (v-independent) for repeated
+    HVPs: the products equal the public hvp, for other targets and losses too, including
+    targets changed in place between calls (compared by value)."""
+    model = mlp((4, 5, 3), "tanh")
+    params = ac.init_params(model, 0)
+    x, y = backend.normal(1, (6, 4)), backend.normal(2, (6, 3))
+    v, w = ac.init_params(model, 3), ac.init_params(model, 4)
+    lin = linearize(model, params, x)
+    for t in (v, w, v):
+        assert_tree_close(lin.hvp(y, t), ac.hvp(model, params, (x, y), t), like=x)
+    y2 = np.array(y, copy=True)
+    lin.hvp(y2, v)
+    y2[0, 0] += 3.0  # in place: the kept pass must not be reused
+    assert_tree_close(lin.hvp(y2, v), ac.hvp(model, params, (x, y2.copy()), v), like=x)
+    labels = np.array([0, 2, 1, 1, 0, 2])
+    assert_tree_close(lin.hvp(labels, v, CE), ac.hvp(model, params, (x, labels), v, CE), like=x)
+    assert_tree_close(hvp_linearized(lin, y, w), ac.hvp(model, params, (x, y), w), like=x)
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_linearization_products_reject_non_finite_arguments(xp, bad):
     """The products of a (cached) linearization check their own arguments: a NaN/Inf in
