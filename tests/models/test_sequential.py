@@ -548,17 +548,22 @@ def test_bad_architectures_raise_named_errors():
     assert math.prod(lenet5((1, 8, 8)).input_shape) == 64
 
 
-def test_repeated_linearized_hvps_reuse_the_gradient_pass_and_see_new_targets():
+def test_repeated_linearized_hvps_reuse_the_gradient_pass_and_see_new_targets(xp):
     """A linearization keeps the gradient's backward pass (v-independent) for repeated
     HVPs: the products equal the public hvp, for other targets and losses too, including
-    targets changed in place between calls (compared by value)."""
+    targets changed in place between calls (compared by value; NumPy)."""
     model = mlp((4, 5, 3), "tanh")
-    params = ac.init_params(model, 0)
-    x, y = backend.normal(1, (6, 4)), backend.normal(2, (6, 3))
-    v, w = ac.init_params(model, 3), ac.init_params(model, 4)
+    params = ac.init_params(model, 0, xp)
+    x, y = backend.normal(1, (6, 4), xp), backend.normal(2, (6, 3), xp)
+    v, w = ac.init_params(model, 3, xp), ac.init_params(model, 4, xp)
     lin = linearize(model, params, x)
     for t in (v, w, v):
         assert_tree_close(lin.hvp(y, t), ac.hvp(model, params, (x, y), t), like=x)
+    y3 = y + 1.0  # other target values
+    assert_tree_close(lin.hvp(y3, v), ac.hvp(model, params, (x, y3), v), like=x)
+    assert_tree_close(lin.hvp(y, v), ac.hvp(model, params, (x, y), v), like=x)
+    if not isinstance(x, np.ndarray) or not x.flags.writeable:
+        return
     y2 = np.array(y, copy=True)
     lin.hvp(y2, v)
     y2[0, 0] += 3.0  # in place: the kept pass must not be reused
