@@ -375,7 +375,7 @@ class SequentialLinearization(Linearization):
     layer_params: tuple = ()
     #: loss -> (a copy of the targets, the gradient's cotangent at every layer output): the
     #: part of Pearlmutter's HVP that does not depend on v, kept for repeated products
-    _grad_cots: dict = field(default_factory=dict, repr=False)
+    _grad_cots: dict = field(default_factory=dict, init=False, repr=False)
 
     def jvp(self, tangent):
         return jvp_linearized(self, tangent)
