@@ -15,17 +15,18 @@ from dataclasses import dataclass
 import array_api_extra as xpx
 
 from .. import backend
-from ..losses import MSE, loss_hessian_factor, loss_value_and_grad
+from ..losses import MSE, loss_hessian_factor
 from ..models.base import linearize, param_shapes
 from ..models.layers import layer_cost, layer_kron_rows
 from ..models.sequential import (
     Sequential,
     SequentialLinearization,
+    _ggn_vp_linearized,
+    _grad_cotangents,
     _hvp_linearized,
-    _jvp_trusted,
-    _loss_hvp,
     _shapes,
     _split,
+    _value_and_grad_linearized,
     _vjp_trusted,
     backprop_to_layer_outputs,
 )
@@ -40,9 +41,7 @@ __all__: list[str] = []
 @value_and_grad.register(Sequential)
 def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     x, y = batch
-    lin = linearize.trusted(model, params, x, xp=xp)
-    value, g = loss_value_and_grad.trusted(loss, lin.outputs, y, lin.xp)
-    return value, _vjp_trusted(lin, g / x.shape[0])
+    return _value_and_grad_linearized(linearize.trusted(model, params, x, xp=xp), y, loss)
 
 
 @ggn_vp.register(Sequential)
@@ -51,10 +50,7 @@ def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
 
     ``v`` may carry leading axes like in :func:`jvp_linearized` (m products at once).
     """
-    x = batch[0]
-    lin = linearize.trusted(model, params, x, xp=xp)
-    jv = _jvp_trusted(lin, v)
-    return _vjp_trusted(lin, _loss_hvp(loss, lin.outputs, jv) / x.shape[0])
+    return _ggn_vp_linearized(linearize.trusted(model, params, batch[0], xp=xp), v, loss)
 
 
 @ggn_matmat.register(Sequential)
@@ -86,10 +82,11 @@ def _(model: Sequential, params, batch, loss=MSE(), *, xp=None):
     p = num_params(shapes)
     eye = xp.eye(p, dtype=x.dtype, device=backend.device_of(x))
     m = _chunk(model, x.shape[0], p)
+    grad_cots = _grad_cotangents(lin, y, loss, xp)  # v-independent: once for all chunks
     rows = []
     for s in range(0, p, m):
         e = eye[s : s + m, :]
-        rows.append(_flat_rows(xp, _hvp_linearized(lin, y, unflatten(e, shapes), loss), e.shape[0]))
+        rows.append(_flat_rows(xp, _hvp_linearized(lin, unflatten(e, shapes), loss, grad_cots), e.shape[0]))
     return xp.matrix_transpose(xp.concat(rows, axis=0))
 
 
@@ -260,10 +257,11 @@ class _Assembly:
         for rows, sa in rl.parts(i0, i0 + ci):
             for cols, sc in rm.parts(j0, j0 + cj):
                 src = t[:, sa, :, sc]  # (ci, n~_a, cj, n~_c): rows (i, a), columns (j, c)
-                if self._put_view(src, rows, cols, max(mirror_from - j0, 0)):
+                js = max(mirror_from - j0, 0)  # the first column unit mirrored
+                if self._put_view(src, rows, cols, js):
                     continue
                 blk = xp.reshape(src, (rows[1] - rows[0], cols[1] - cols[0]))
                 self._set(rows, cols, blk)
-                skip = (max(mirror_from - j0, 0)) * (sc.stop - sc.start)
+                skip = js * (sc.stop - sc.start)
                 if skip < blk.shape[1]:
                     self._set((cols[0] + skip, cols[1]), rows, xp.matrix_transpose(blk[:, skip:]))

@@ -365,14 +365,11 @@ class SequentialLinearization(Linearization):
         Each layer's cache from :func:`~arraycurv.models.layers.layer_forward`.
     xp : namespace
         The array namespace of the arrays (found once, when the linearization is built).
-    layer_params : tuple
-        ``params`` split by layer (each layer's tuple of tensors, empty for none).
     """
 
     inputs: tuple = ()
     caches: tuple = ()
     xp: Any = None
-    layer_params: tuple = ()
     #: loss -> (a copy of the targets, the gradient's cotangent at every layer output): the
     #: part of Pearlmutter's HVP that does not depend on v, kept for repeated products
     _grad_cots: dict = field(default_factory=dict, init=False, repr=False)
@@ -390,14 +387,12 @@ class SequentialLinearization(Linearization):
         """G v = (1/B) sum_b J_b^T H_b J_b v from the caches (one check of ``v``, then a
         tangent pass, the output-Hessian products and a reverse pass; Huh eq (3))."""
         _check_tangent_tree(self.model, self.params, v, "v")
-        jv = _jvp_trusted(self, v)
-        return _vjp_trusted(self, _loss_hvp(loss, self.outputs, jv, _lin_xp(self)) / self.x.shape[0])
+        return _ggn_vp_linearized(self, v, loss)
 
     def value_and_grad(self, y, loss=MSE()):
         """Mean loss on ``(x, y)`` and its gradient from the caches (one reverse pass)."""
-        xp = _check_targets_lin(self, y, loss)
-        value, g = loss_value_and_grad.trusted(loss, self.outputs, y, xp)
-        return value, _vjp_trusted(self, g / self.x.shape[0])
+        _check_targets_lin(self, y, loss)
+        return _value_and_grad_linearized(self, y, loss)
 
 
 @linearize.register(Sequential)
@@ -407,18 +402,12 @@ def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     params = tuple(params)
     a = x
     inputs, caches = [], []
-    ps = _split(model, params)
     with _trusted_layers(xp):
-        for layer, p in zip(model.layers, ps):
+        for layer, p in zip(model.layers, _split(model, params)):
             inputs.append(a)
             a, cache = layer_forward.dispatch(layer.__class__)(layer, p, a)
             caches.append(cache)
-    return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp, ps)
-
-
-def _lin_params(lin):
-    """The linearization's parameters split by layer."""
-    return lin.layer_params or _split(lin.model, lin.params)
+    return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp)
 
 
 def _lin_xp(lin):
@@ -466,7 +455,7 @@ def _forward_tangents(lin, tangent, keep: bool = True):
     da = None
     t_in = []
     with _trusted_layers(_lin_xp(lin)):
-        for layer, p, cache, dp in zip(model.layers, _lin_params(lin), lin.caches, dps):
+        for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
             if keep:
                 t_in.append(da)
             da = layer_jvp.dispatch(layer.__class__)(layer, p, cache, dp if dp else None, da)
@@ -493,7 +482,7 @@ def jvp_linearized(lin: SequentialLinearization, tangent) -> Any:
 def _backward(lin, cotangent, params_mode):
     """Backward pass; returns each layer's parameter cotangents (None for none)."""
     model = lin.model
-    ps = _lin_params(lin)
+    ps = _split(model, lin.params)
     g = cotangent
     grads = [None] * len(model.layers)
     with _trusted_layers(_lin_xp(lin)):
@@ -511,6 +500,18 @@ def _jvp_trusted(lin, tangent):
     """J v at a linearization for a validated tangent (no checks)."""
     _, out = _forward_tangents(lin, tangent, keep=False)
     return _zeros_out(lin, _tangent_lead(lin.model, tangent)) if out is None else out
+
+
+def _ggn_vp_linearized(lin, v, loss):
+    """G v at a linearization for a validated ``v`` (spec 3.2; Huh eq (3))."""
+    jv = _jvp_trusted(lin, v)
+    return _vjp_trusted(lin, _loss_hvp(loss, lin.outputs, jv, _lin_xp(lin)) / lin.x.shape[0])
+
+
+def _value_and_grad_linearized(lin, y, loss):
+    """Mean loss on ``(lin.x, y)`` and its gradient for validated targets."""
+    value, g = loss_value_and_grad.trusted(loss, lin.outputs, y, _lin_xp(lin))
+    return value, _vjp_trusted(lin, g / lin.x.shape[0])
 
 
 def _vjp_trusted(lin, cotangent, per_sample=False):
@@ -585,22 +586,27 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     """
     xp = _check_targets_lin(lin, y, loss)
     _check_tangent_tree(lin.model, lin.params, v, "v")
-    return _hvp_linearized(lin, y, v, loss, _grad_cotangents(lin, y, loss, xp))
+    return _hvp_linearized(lin, v, loss, _kept_grad_cotangents(lin, y, loss, xp))
 
 
 def _grad_cotangents(lin, y, loss, xp):
-    """The gradient's cotangent (1/B) dL/d(output of layer i) at every layer, computed once
-    per linearization, loss and target values (repeated HVPs at one point, e.g. Lanczos,
-    then skip this v-independent backward pass). The targets are compared by value with a
-    copy of those of the first call, so changing them in place between calls is seen."""
+    """The gradient's cotangent (1/B) dL/d(output of layer i) at every layer: the part of
+    Pearlmutter's HVP that does not depend on v (trusted inputs)."""
+    g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / lin.x.shape[0]
+    return _output_cotangents(lin, g)
+
+
+def _kept_grad_cotangents(lin, y, loss, xp):
+    """:func:`_grad_cotangents`, computed once per linearization, loss and target values
+    and kept for repeated HVPs at one point (e.g. Lanczos). The targets are compared by
+    value with a copy of those of the first call, so changing them in place is seen."""
     try:
         hit = lin._grad_cots.get(loss)
     except TypeError:  # an unhashable loss object: no reuse
-        return None
+        return _grad_cotangents(lin, y, loss, xp)
     if hit is not None and tuple(hit[0].shape) == tuple(y.shape) and bool(xp.all(hit[0] == y)):
         return hit[1]
-    g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / lin.x.shape[0]
-    cots = _output_cotangents(lin, g)
+    cots = _grad_cotangents(lin, y, loss, xp)
     lin._grad_cots.clear()  # one loss and target at a time: bounded memory
     lin._grad_cots[loss] = (xp.asarray(y, copy=True), cots)
     return cots
@@ -609,7 +615,7 @@ def _grad_cotangents(lin, y, loss, xp):
 def _output_cotangents(lin, g):
     """The cotangent at every layer's output from ``g`` at the model output (trusted)."""
     model = lin.model
-    ps = _lin_params(lin)
+    ps = _split(model, lin.params)
     outs = [None] * len(model.layers)
     with _trusted_layers(_lin_xp(lin)):
         for i in range(len(model.layers) - 1, -1, -1):
@@ -635,11 +641,10 @@ def _check_targets_lin(lin, y, loss):
     return xp
 
 
-def _hvp_linearized(lin, y, v, loss, grad_cots=None):
-    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs).
-
-    ``grad_cots``: the gradient's cotangent at every layer output (:func:`_grad_cotangents`),
-    else propagated here along with the R-derivatives."""
+def _hvp_linearized(lin, v, loss, grad_cots):
+    """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs),
+    with ``grad_cots`` the gradient's cotangent at every layer output
+    (:func:`_grad_cotangents`)."""
     model = lin.model
     b = lin.x.shape[0]
     lead = _tangent_lead(model, v)
@@ -647,30 +652,23 @@ def _hvp_linearized(lin, y, v, loss, grad_cots=None):
     if jv is None:
         jv = _zeros_out(lin, lead)
     xp = _lin_xp(lin)
-    if grad_cots is None:
-        g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / b  # d L / d f
-    else:
-        g = grad_cots[-1]
+    g = grad_cots[-1]
     rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
-    ps = _lin_params(lin)
+    ps = _split(model, lin.params)
     dps = _split(model, tuple(v))
     res = [None] * len(model.layers)
     t_in = list(t_in)
     with _trusted_layers(xp):
         for i in range(len(model.layers) - 1, -1, -1):
             layer = model.layers[i]
-            cls = layer.__class__
             need_in = i > 0
             dp = dps[i] if dps[i] else None
-            rdx, rdp = layer_rop_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg, input_grad=need_in)
+            rdx, rdp = layer_rop_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg,
+                                                               input_grad=need_in)
             t_in[i] = None  # used: let it go
             res[i] = rdp
             if need_in:
-                if grad_cots is None:
-                    g, _ = layer_vjp.dispatch(cls)(layer, ps[i], lin.caches[i], g, params_mode="none")
-                else:
-                    g = grad_cots[i - 1]
-                rg = rdx
+                g, rg = grad_cots[i - 1], rdx
     out = tuple(t for rdp in res for t in rdp)
     # parameters whose R-derivative does not depend on the lead axes get them broadcast
     return tuple(t if t.ndim == len(s) + len(lead) else xp.broadcast_to(t, tuple(lead) + tuple(s))
@@ -687,4 +685,5 @@ def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     activations) to H_l J v / B. ``v`` may carry leading axes (m products at once).
     """
     x, y = batch
-    return _hvp_linearized(linearize.trusted(model, params, x, xp=xp), y, v, loss)
+    lin = linearize.trusted(model, params, x, xp=xp)
+    return _hvp_linearized(lin, v, loss, _grad_cotangents(lin, y, loss, _lin_xp(lin)))
