@@ -113,7 +113,12 @@ def loss_value(loss, outputs, targets):
 def _(loss: MSE, outputs, targets):
     xp = backend.namespace_of(outputs=outputs, targets=targets)
     check_targets(loss, outputs, targets)
-    r = outputs - targets
+    return _mse_mean(xp, outputs - targets, outputs, targets)
+
+
+def _mse_mean(xp, r, outputs, targets):
+    """(1/B) sum_b 1/2 ||r_b||^2 of the residual r = outputs - targets (finite, or the
+    culprit named)."""
     return _finite_loss(xp, 0.5 * xp.sum(r * r) / outputs.shape[0], outputs, targets)
 
 
@@ -165,9 +170,7 @@ loss_value_and_grad.trusted = _loss_value_and_grad
 @_loss_value_and_grad.register
 def _(loss: MSE, outputs, targets, xp, *, value: bool = True):
     r = outputs - targets
-    if not value:
-        return None, r
-    return _finite_loss(xp, 0.5 * xp.sum(r * r) / outputs.shape[0], outputs, targets), r
+    return (_mse_mean(xp, r, outputs, targets) if value else None), r
 
 
 @functools.singledispatch
@@ -330,7 +333,13 @@ def _(loss: SoftmaxCrossEntropy, outputs, targets):
     xp = backend.namespace_of(outputs=outputs, targets=targets)
     _ce_check_targets(outputs, targets, xp)
     m, _, _, _, log_s = _softmax_parts(xp, outputs)
-    picked = xp.sum(_onehot(xp, targets, outputs.shape[1], outputs) * outputs, axis=-1)
+    return _ce_mean(xp, outputs, _onehot(xp, targets, outputs.shape[1], outputs), m, log_s)
+
+
+def _ce_mean(xp, outputs, onehot, m, log_s):
+    """(1/B) sum_b [(m_b - f_b[y_b]) + log_s_b] from the softmax parts (finite, or the
+    outputs named)."""
+    picked = xp.sum(onehot * outputs, axis=-1)
     return _finite_loss(xp, xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0], outputs)
 
 
@@ -339,20 +348,15 @@ def _(loss: SoftmaxCrossEntropy, outputs, targets):
     """softmax(f_b) - onehot(y_b); the label entry is -(1 - p_y) = -sum_{j != y} p_j."""
     xp = backend.namespace_of(outputs=outputs, targets=targets)
     _ce_check_targets(outputs, targets, xp)
-    _, p, q, _, _ = _softmax_parts(xp, outputs)
-    hot = _onehot(xp, targets, outputs.shape[1], outputs) > 0
-    return xp.where(hot, -q, p)
+    return _loss_value_and_grad(loss, outputs, targets, xp, value=False)[1]
 
 
 @_loss_value_and_grad.register
 def _(loss: SoftmaxCrossEntropy, outputs, targets, xp, *, value: bool = True):
     m, p, q, _, log_s = _softmax_parts(xp, outputs)
     onehot = _onehot(xp, targets, outputs.shape[1], outputs)
-    g = xp.where(onehot > 0, -q, p)
-    if not value:
-        return None, g
-    picked = xp.sum(onehot * outputs, axis=-1)
-    return _finite_loss(xp, xp.sum((m[:, 0] - picked) + log_s[:, 0]) / outputs.shape[0], outputs), g
+    g = xp.where(onehot > 0, -q, p)  # the label entry -(1 - p_y) = -sum_{j != y} p_j
+    return (_ce_mean(xp, outputs, onehot, m, log_s) if value else None), g
 
 
 @_loss_hessian_vp.register

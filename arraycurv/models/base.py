@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..losses import MSE, loss_grad, loss_hessian_vp, loss_value
+from ..losses import MSE, loss_hessian_vp, loss_value_and_grad
 from ..validation import check_call, validated
 
 __all__ = [
@@ -175,8 +175,8 @@ class Linearization:
 
     def value_and_grad(self, y, loss=MSE()):
         """Mean loss on the batch ``(x, y)`` and its gradient, from the cached outputs."""
-        g = loss_grad(loss, self.outputs, y)
-        return loss_value(loss, self.outputs, y), self.vjp(g / self.x.shape[0])
+        value, g = loss_value_and_grad(loss, self.outputs, y)
+        return value, self.vjp(g / self.x.shape[0])
 
 
 @functools.singledispatch
