@@ -765,19 +765,19 @@ def _conv_cols(xp, layer, x, out_hw):
     return xp.reshape(cols, tuple(x.shape[:-3]) + (c * kk, out_hw[0] * out_hw[1]))
 
 
-def _conv_input_cot(xp, layer, k2, dy2, cache, extra=None):
-    """(d conv / d x)^T: (..., out, L) cotangent with kernel matrix k2 (..., out, CKK).
-
-    ``extra = (k2', dy2')`` adds the transpose of a second convolution before the one
-    scatter-add (the adjoint is linear in the gathered columns)."""
-    dcols = xp.matmul(xp.matrix_transpose(k2), dy2)  # (..., CKK, L)
-    if extra is not None:
-        dcols = dcols + xp.matmul(xp.matrix_transpose(extra[0]), extra[1])
+def _conv_cols_adjoint(xp, layer, dcols, cache):
+    """Adjoint of the im2col gather (:func:`_conv_cols`): (..., CKK, L) column cotangents
+    scatter-added into the (unpadded) input, (..., C, H, W)."""
     c = layer.in_channels
     (kh, kw), (ho, wo), (h, w), (ph, pw) = layer.kernel_size, cache.out_hw, cache.in_hw, layer.padding
     dcols = xp.reshape(dcols, tuple(dcols.shape[:-2]) + (c, kh * kw, ho, wo))
     dxp = _col2im(xp, dcols, layer.kernel_size, layer.stride, (h + 2 * ph, w + 2 * pw))
     return dxp[..., ph : ph + h, pw : pw + w]
+
+
+def _conv_input_cot(xp, layer, k2, dy2, cache):
+    """(d conv / d x)^T: (..., out, L) cotangent with kernel matrix k2 (..., out, CKK)."""
+    return _conv_cols_adjoint(xp, layer, xp.matmul(xp.matrix_transpose(k2), dy2), cache)
 
 
 @layer_forward.register(Conv2d)
@@ -860,11 +860,13 @@ def _(layer: Conv2d, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     k2 = xp.reshape(p[0], (o, -1))
     rdx = None
     if input_grad:
-        # R{conv^T(dy; K)} = conv^T(rdy; K) + conv^T(dy; V_K), one scatter-add for both
-        extra = None
+        # R{conv^T(dy; K)} = conv^T(rdy; K) + conv^T(dy; V_K): the column cotangents of
+        # both, then one scatter-add (the gather's adjoint is linear)
+        dcols = xp.matmul(xp.matrix_transpose(k2), rdy2)
         if dp is not None:
-            extra = (xp.reshape(dp[0], _lead(dp[0], 4) + (1, o, k2.shape[1])), dy2)
-        rdx = _conv_input_cot(xp, layer, k2, rdy2, cache, extra)
+            dk2 = xp.reshape(dp[0], _lead(dp[0], 4) + (1, o, k2.shape[1]))
+            dcols = dcols + xp.matmul(xp.matrix_transpose(dk2), dy2)
+        rdx = _conv_cols_adjoint(xp, layer, dcols, cache)
     # R{corr(dy, x)} = corr(rdy, x) + corr(dy, R{x})
     rdk = _batch_sum_matmul(xp, rdy2, xp.matrix_transpose(cache.cols))
     if dx is not None:
