@@ -44,7 +44,6 @@ axes and sum over the batch axis (``params_mode="sum"``) or keep it
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import math
@@ -88,19 +87,28 @@ _PARAMS_MODES = ("sum", "per_sample", "none")
 _TRUSTED_XP: contextvars.ContextVar = contextvars.ContextVar("arraycurv_trusted_layer_xp", default=None)
 
 
-@contextlib.contextmanager
-def _trusted_layers(xp):
+class _trusted_layers:  # noqa: N801 (used as a context manager, like contextlib's)
     """Within this context the layer functions trust their arguments and use ``xp``.
 
     The passes of :class:`~arraycurv.models.Sequential` (whose inputs were validated once)
     run their layers inside it; a direct call of ``layer_forward`` & co. outside it checks
-    shapes, dtypes and namespaces itself.
+    shapes, dtypes and namespaces itself. (A class rather than a generator-based
+    ``contextlib.contextmanager``: it is entered once per pass, and the generator costs
+    a few microseconds, which matters on small networks.)
     """
-    token = _TRUSTED_XP.set(xp)
-    try:
-        yield xp
-    finally:
-        _TRUSTED_XP.reset(token)
+
+    __slots__ = ("_xp", "_token")
+
+    def __init__(self, xp):
+        self._xp = xp
+
+    def __enter__(self):
+        self._token = _TRUSTED_XP.set(self._xp)
+        return self._xp
+
+    def __exit__(self, *exc):
+        _TRUSTED_XP.reset(self._token)
+        return False
 
 
 def _xp(**arrays):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import backend
 from ..losses import MSE, check_target_shape, loss_hessian_vp, loss_value_and_grad
@@ -187,6 +187,35 @@ def _(model: Sequential):
 def _split(model, params):
     return tuple(params[a:b] if isinstance(params, tuple) else tuple(params[a:b])
                  for a, b in layer_param_indices(model))
+
+
+class _Step(NamedTuple):
+    """One layer of a :func:`_plan`: its parameter range and registered implementations."""
+
+    layer: Any
+    lo: int
+    hi: int
+    forward: Any
+    jvp: Any
+    vjp: Any
+    rop_vjp: Any
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(model: Sequential) -> tuple:
+    """Each layer with its parameter range ``[lo, hi)`` and its implementations of the four
+    generic layer functions, looked up once per model instead of once per layer and pass
+    (the passes of small networks are dominated by such per-layer Python costs).
+
+    The look-up is that of the generic functions at the model's first pass: register a
+    layer type's implementations before using it in a model.
+    """
+    steps = []
+    for layer, (lo, hi) in zip(model.layers, layer_param_indices(model)):
+        cls = layer.__class__
+        steps.append(_Step(layer, lo, hi, layer_forward.dispatch(cls), layer_jvp.dispatch(cls),
+                           layer_vjp.dispatch(cls), layer_rop_vjp.dispatch(cls)))
+    return tuple(steps)
 
 
 def _tangent_lead(model, tangent) -> tuple:
@@ -403,9 +432,9 @@ def _(model: Sequential, params, x, *, xp=None) -> SequentialLinearization:
     a = x
     inputs, caches = [], []
     with _trusted_layers(xp):
-        for layer, p in zip(model.layers, _split(model, params)):
+        for st in _plan(model):
             inputs.append(a)
-            a, cache = layer_forward.dispatch(layer.__class__)(layer, p, a)
+            a, cache = st.forward(st.layer, params[st.lo:st.hi], a)
             caches.append(cache)
     return SequentialLinearization(model, params, x, a, tuple(inputs), tuple(caches), xp)
 
@@ -450,15 +479,14 @@ def _forward_tangents(lin, tangent, keep: bool = True):
     ``keep=False`` (J v alone) lets each intermediate tangent go once the next layer has
     it (the tuple is then empty): the memory stays warm in the cache for the next one.
     """
-    model = lin.model
-    dps = _split(model, tuple(tangent))
+    tangent, params = tuple(tangent), lin.params
     da = None
     t_in = []
     with _trusted_layers(_lin_xp(lin)):
-        for layer, p, cache, dp in zip(model.layers, _split(model, lin.params), lin.caches, dps):
+        for st, cache in zip(_plan(lin.model), lin.caches):
             if keep:
                 t_in.append(da)
-            da = layer_jvp.dispatch(layer.__class__)(layer, p, cache, dp if dp else None, da)
+            da = st.jvp(st.layer, params[st.lo:st.hi], cache, tangent[st.lo:st.hi] if st.hi > st.lo else None, da)
     return tuple(t_in), da
 
 
@@ -481,18 +509,16 @@ def jvp_linearized(lin: SequentialLinearization, tangent) -> Any:
 
 def _backward(lin, cotangent, params_mode):
     """Backward pass; returns each layer's parameter cotangents (None for none)."""
-    model = lin.model
-    ps = _split(model, lin.params)
+    plan, params = _plan(lin.model), lin.params
     g = cotangent
-    grads = [None] * len(model.layers)
+    grads = [None] * len(plan)
     with _trusted_layers(_lin_xp(lin)):
-        for i in range(len(model.layers) - 1, -1, -1):
-            mode = params_mode if len(ps[i]) else "none"
+        for i in range(len(plan) - 1, -1, -1):
+            st = plan[i]
+            mode = params_mode if st.hi > st.lo else "none"
             if mode == "none" and i == 0:
                 break
-            layer = model.layers[i]
-            g, grads[i] = layer_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], g, params_mode=mode,
-                                                              input_grad=i > 0)
+            g, grads[i] = st.vjp(st.layer, params[st.lo:st.hi], lin.caches[i], g, params_mode=mode, input_grad=i > 0)
     return grads
 
 
@@ -547,10 +573,10 @@ def backprop_to_layer_outputs(lin: SequentialLinearization, cotangent) -> tuple:
 @forward.register(Sequential)
 def _(model: Sequential, params, x, *, xp=None):
     xp = backend.namespace_of(params=tuple(params), x=x) if xp is None else xp
-    a = x
+    a, params = x, tuple(params)
     with _trusted_layers(xp):
-        for layer, p in zip(model.layers, _split(model, params)):
-            a, _ = layer_forward.dispatch(layer.__class__)(layer, p, a)
+        for st in _plan(model):
+            a, _ = st.forward(st.layer, params[st.lo:st.hi], a)
     return a
 
 
@@ -614,15 +640,14 @@ def _kept_grad_cotangents(lin, y, loss, xp):
 
 def _output_cotangents(lin, g):
     """The cotangent at every layer's output from ``g`` at the model output (trusted)."""
-    model = lin.model
-    ps = _split(model, lin.params)
-    outs = [None] * len(model.layers)
+    plan, params = _plan(lin.model), lin.params
+    outs = [None] * len(plan)
     with _trusted_layers(_lin_xp(lin)):
-        for i in range(len(model.layers) - 1, -1, -1):
+        for i in range(len(plan) - 1, -1, -1):
             outs[i] = g
             if i > 0:
-                layer = model.layers[i]
-                g, _ = layer_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], g, params_mode="none")
+                st = plan[i]
+                g, _ = st.vjp(st.layer, params[st.lo:st.hi], lin.caches[i], g, params_mode="none")
     return tuple(outs)
 
 
@@ -654,17 +679,16 @@ def _hvp_linearized(lin, v, loss, grad_cots):
     xp = _lin_xp(lin)
     g = grad_cots[-1]
     rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
-    ps = _split(model, lin.params)
-    dps = _split(model, tuple(v))
-    res = [None] * len(model.layers)
+    plan, params, v = _plan(model), lin.params, tuple(v)
+    res = [None] * len(plan)
     t_in = list(t_in)
     with _trusted_layers(xp):
-        for i in range(len(model.layers) - 1, -1, -1):
-            layer = model.layers[i]
+        for i in range(len(plan) - 1, -1, -1):
+            st = plan[i]
             need_in = i > 0
-            dp = dps[i] if dps[i] else None
-            rdx, rdp = layer_rop_vjp.dispatch(layer.__class__)(layer, ps[i], lin.caches[i], dp, t_in[i], g, rg,
-                                                               input_grad=need_in)
+            dp = v[st.lo:st.hi] if st.hi > st.lo else None
+            rdx, rdp = st.rop_vjp(st.layer, params[st.lo:st.hi], lin.caches[i], dp, t_in[i], g, rg,
+                                  input_grad=need_in)
             t_in[i] = None  # used: let it go
             res[i] = rdp
             if need_in:

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import arraycurv as ac
@@ -79,6 +79,29 @@ def _fisher_and_grad(model, params, batch, noise_cov=None):
     return fisher, grad
 
 
+def _factor_condition(widths, ws, x):
+    """max over layers of cond(error factor) * cond(input factor) of a deep linear network
+    (MSE, unit noise), each over its structural rank, from the weights in NumPy float64:
+    error factor (W_L ... W_{l+1})^T (W_L ... W_{l+1}), input factor
+    (W_{l-1} ... W_1) <x x^T> (W_{l-1} ... W_1)^T (Bernacchia et al. 2018 eq 10)."""
+    depth = len(ws)
+    worst = 1.0
+    for i in range(depth):
+        after = np.eye(widths[-1])
+        for w in ws[:i:-1]:
+            after = after @ w
+        before = np.eye(widths[0])
+        for w in ws[:i]:
+            before = w @ before
+        conds = []
+        for f, r in ((after.T @ after, min(widths[i + 1:])), (before @ (x.T @ x / x.shape[0]) @ before.T,
+                                                            min(min(widths[: i + 1]), x.shape[0]))):
+            ev = np.sort(np.linalg.eigvalsh(f))[::-1][:r]
+            conds.append(ev[0] / ev[-1])
+        worst = max(worst, conds[0] * conds[1])
+    return worst
+
+
 def _loss(model, params, batch):
     x, y = batch
     r = backend.to_numpy(ac.forward(model, params, x)) - backend.to_numpy(y)
@@ -97,11 +120,14 @@ def test_eq10_solves_the_fisher_system_and_differs_from_moore_penrose(xp, widths
     assert_tree_close(d, d, like=params[0])
     fisher, grad = _fisher_and_grad(model, params, batch)
     dv = flatten(_host(d))
-    # float32: the error of the inverted factors grows with their conditioning (rounding
-    # eps * cond of <x x^T> and of each layer's products), so the bound scales with it.
-    xh = backend.to_numpy(batch[0]).astype(np.float64)
-    conds = [np.linalg.cond(backend.to_numpy(w).astype(np.float64)) ** 2 for w in params]
-    kappa = np.linalg.cond(xh.T @ xh) * np.prod(conds)
+    # float32: the error of the inverted factors grows with their conditioning, so the
+    # bound scales with it; a factor whose structural-rank eigenvalues reach float32's
+    # resolution is truncated there (a different generalized inverse), so such draws are
+    # left to float64 (e.g. widths (4, 5, 7, 7, 5), seed 4790: the 5 x 5 error factor of
+    # layer 0, (W4 W3 W2)^T (W4 W3 W2), has an eigenvalue 2e-7 of its largest)
+    kappa = _factor_condition(widths, _host(params), backend.to_numpy(batch[0]).astype(np.float64))
+    if dtype == "float32":
+        assume(kappa <= 1e3)
     tol = 1e-9 if dtype == "float64" else max(2e-3, 100 * float(np.finfo(np.float32).eps) * kappa)
     # the residual of a backward-stable solve is relative to |F| |d| + |g|: where d is much
     # larger than g (small nonzero Fisher eigenvalues) float32 rounding of F d dominates
