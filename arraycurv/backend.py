@@ -290,19 +290,29 @@ def writable_view(a: Any, shape) -> Any:
     return v
 
 
-def window_gather(x: Any, kernel, stride, out_hw) -> Any:
+def window_gather(x: Any, kernel, stride, out_hw, *, batch_inner: bool = False) -> Any:
     """The im2col gather of a NumPy ``x`` (..., Hp, Wp) -> (..., kh*kw, Ho, Wo), or None.
 
     Entry [..., i*kw + j, u, v] is x[..., stride_h*u + i, stride_w*v + j]: a strided
     window view (``sliding_window_view``) copied once into the gather's layout, about
     twice as fast as stacking the kh*kw slices (the generic form, which other namespaces
     use: :func:`arraycurv.models._image._im2col`). None for other namespaces.
+
+    ``batch_inner=True`` (``x`` of shape (B, C, Hp, Wp)): the same (B, C, kh*kw, Ho, Wo)
+    values, stored batch-inner, as (C, kh*kw, B, Ho, Wo) in memory (the result is a
+    transposed view). A convolution's per-sample products then read their columns with
+    the long stride B*Ho*Wo, which OpenBLAS runs about 1.6x faster for a first layer's
+    few output channels (LeNet-5: 6 channels, 75 x 784 columns per sample).
     """
     if type(x) is not np.ndarray:
         return None
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
     v = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(-2, -1))  # (..., H', W', kh, kw)
     v = v[..., : sh * (ho - 1) + 1 : sh, : sw * (wo - 1) + 1 : sw, :, :]
+    if batch_inner and x.ndim == 4:
+        b, c = x.shape[:2]
+        g = np.ascontiguousarray(np.transpose(v, (1, 4, 5, 0, 2, 3)))  # (C, kh, kw, B, Ho, Wo)
+        return np.transpose(g.reshape(c, kh * kw, b, ho, wo), (2, 0, 1, 3, 4))
     n = x.ndim - 2
     v = np.transpose(v, tuple(range(n)) + (n + 2, n + 3, n, n + 1))  # (..., kh, kw, Ho, Wo)
     return np.ascontiguousarray(v).reshape(x.shape[:-2] + (kh * kw, ho, wo))

@@ -194,5 +194,10 @@ def test_window_gather_matches_the_stacked_slices(stride):
     got = backend.window_gather(x, kernel, stride, out_hw)
     assert got.shape == (2, 3, 4, 6) + out_hw
     np.testing.assert_array_equal(got, ref)
+    # batch-inner storage: the same values, laid out (C, kh*kw, B, Ho, Wo) in memory
+    x4 = x[0]  # (B, C, H, W) = (3, 4, 9, 8)
+    got = backend.window_gather(x4, kernel, stride, out_hw, batch_inner=True)
+    np.testing.assert_array_equal(got, ref[0])
+    assert np.transpose(got, (1, 2, 0, 3, 4)).flags["C_CONTIGUOUS"]
     strict = backend.namespace_by_name("array_api_strict")
     assert backend.window_gather(strict.zeros((1, 4, 4)), (2, 2), (1, 1), (3, 3)) is None

@@ -29,14 +29,14 @@ def _windows(kernel, stride, out_hw):
     return [(slice(i, i + span_h, sh), slice(j, j + span_w, sw)) for i in range(kh) for j in range(kw)]
 
 
-def _im2col(xp, x, kernel, stride, out_hw):
+def _im2col(xp, x, kernel, stride, out_hw, batch_inner=False):
     """Gather the receptive fields of ``x`` (..., Hp, Wp) -> (..., kh*kw, Ho, Wo).
 
     Entry [..., i*kw + j, u, v] is x[..., stride_h*u + i, stride_w*v + j]; built from
     static slices and one ``xp.stack`` (NumPy: one copy of a strided window view,
-    :func:`arraycurv.backend.window_gather`).
+    :func:`arraycurv.backend.window_gather`, stored batch-inner with ``batch_inner``).
     """
-    fast = backend.window_gather(x, kernel, stride, out_hw)
+    fast = backend.window_gather(x, kernel, stride, out_hw, batch_inner=batch_inner)
     if fast is not None:
         return fast
     return xp.stack([x[..., r, c] for r, c in _windows(kernel, stride, out_hw)], axis=-3)

@@ -764,11 +764,13 @@ class _ConvCache:
     out_hw: tuple[int, int]
 
 
-def _conv_cols(xp, layer, x, out_hw):
-    """(..., C, H, W) -> (..., C*kh*kw, Ho*Wo) gather of the zero-padded input."""
+def _conv_cols(xp, layer, x, out_hw, batch_inner=False):
+    """(..., C, H, W) -> (..., C*kh*kw, Ho*Wo) gather of the zero-padded input
+    (``batch_inner``: stored batch-inner where the namespace allows, see
+    :func:`arraycurv.backend.window_gather`; the forward pass caches it so)."""
     c = x.shape[-3]
     xpad = _pad2d(xp, x, *layer.padding)
-    cols = _im2col(xp, xpad, layer.kernel_size, layer.stride, out_hw)  # (..., C, kk, ho, wo)
+    cols = _im2col(xp, xpad, layer.kernel_size, layer.stride, out_hw, batch_inner)  # (..., C, kk, ho, wo)
     kk = layer.kernel_size[0] * layer.kernel_size[1]
     return xp.reshape(cols, tuple(x.shape[:-3]) + (c * kk, out_hw[0] * out_hw[1]))
 
@@ -796,7 +798,7 @@ def _(layer: Conv2d, p, x):
     _check_layer_params(layer, p)
     xp = _xp(params=tuple(p), x=x)
     b = x.shape[0]
-    cols = _conv_cols(xp, layer, x, out_hw)
+    cols = _conv_cols(xp, layer, x, out_hw, batch_inner=True)
     k2 = xp.reshape(p[0], (layer.out_channels, -1))
     y = xp.reshape(xp.matmul(k2, cols), (b, layer.out_channels, *out_hw))
     if layer.bias:
