@@ -438,18 +438,21 @@ def host_scalar(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None):
+def from_numpy(a: Any, xp, *, dtype: Any = None, device: Any = None, copy: bool = True):
     """Move a NumPy array (or nested list) into namespace ``xp`` with the given dtype/device.
 
     ``dtype`` defaults to float64 for floating input (the library's policy); integer input
-    keeps an integer dtype.
+    keeps an integer dtype. ``copy=False`` lets floating input that already has the
+    dtype be used without a host copy (for NumPy the result may then share memory with
+    ``a``: for read-only uses such as the vectors SciPy hands a linear operator).
     """
     _check_namespace(xp)
     a = np.asarray(a)
     if a.dtype.kind == "f" or dtype is not None:
         dt = float_dtype(xp, dtype) if (dtype is None or isinstance(dtype, str)) else dtype
         # Convert on the host first so that every namespace rounds float64 -> float32 alike.
-        a = a.astype(np.float32 if dt == xp.float32 else a.dtype if a.dtype.kind != "f" else np.float64)
+        a = a.astype(np.float32 if dt == xp.float32 else a.dtype if a.dtype.kind != "f" else np.float64,
+                     copy=copy or not a.flags.writeable)  # a view of read-only memory warns in torch
         out = xp.asarray(a, device=device) if device is not None else xp.asarray(a)
         return xp.astype(out, dt) if out.dtype != dt else out
     return xp.asarray(a, device=device) if device is not None else xp.asarray(a)

@@ -13,7 +13,11 @@ Hessian-vector product, each with
 * JAX (when installed): ``jax.jit`` of ``grad``, of jvp -> loss Hessian -> vjp and of
   ``jvp(grad)``; the LeNet uses ``lax.conv_general_dilated`` / ``lax.reduce_window``;
 * PyTorch (when installed): eager autograd / ``torch.func``;
-* curvlinops (when installed): ``GGNLinearOperator`` and ``HessianLinearOperator``.
+* curvlinops (when installed): ``GGNLinearOperator`` and ``HessianLinearOperator``, and
+  beside them arraycurv's own linear operators (``ggn_operator`` / ``hessian_operator``
+  built once on the batch, as curvlinops' are, applied to the flat direction: column
+  "arraycurv operator", ratio "curvlinops / operator"; curvlinops reruns the forward pass
+  in every product by design, arraycurv's operators keep the linearization).
 
 Then the explicit GGN (``ggn_matrix``) of the 64-64-64-10 MLP (P = 8970, softmax
 cross-entropy) and of the deep linear network (P = 6400, MSE), against JAX's ``vmap`` of
@@ -75,13 +79,14 @@ import peer_impls as P  # noqa: E402
 
 RESULTS = HERE / "results" / "compare_peers.json"
 TOL = {"float64": 1e-10, "float32": 1e-4}
-IMPLS = ("arraycurv", "arraycurv cached", "jax", "torch", "curvlinops")
-LABELS = {"arraycurv": "arraycurv", "arraycurv cached": "arraycurv, cached", "jax": "JAX jit",
-          "torch": "torch.func", "curvlinops": "curvlinops"}
+IMPLS = ("arraycurv", "arraycurv cached", "arraycurv operator", "jax", "torch", "curvlinops")
+LABELS = {"arraycurv": "arraycurv", "arraycurv cached": "arraycurv, cached", "arraycurv operator": "arraycurv operator",
+          "jax": "JAX jit", "torch": "torch.func", "curvlinops": "curvlinops"}
 GGN_PROBLEMS = {"mlp64": "softmax_ce", "dl16x20": "mse"}
 #: (column, numerator, denominator) of the ratio columns of the product tables.
 RATIOS = (("arraycurv / JAX", "arraycurv", "jax"), ("JAX / cached", "jax", "arraycurv cached"),
-          ("curvlinops / arraycurv", "curvlinops", "arraycurv"))
+          ("curvlinops / arraycurv", "curvlinops", "arraycurv"),
+          ("curvlinops / operator", "curvlinops", "arraycurv operator"))
 
 COMPETITOR = r"""
 import ctypes, signal, sys
@@ -180,6 +185,8 @@ def peer_fns(ac, model, data, use, notes):
     result scale."""
     fns = {("arraycurv", k): f for k, f in P.arraycurv_fns(ac, model, data, False).items()}
     fns.update({("arraycurv cached", k): f for k, f in P.arraycurv_fns(ac, model, data, True).items()})
+    if use["curvlinops"]:
+        fns.update({("arraycurv operator", k): f for k, f in P.arraycurv_operator_fns(ac, model, data).items()})
     scale = 1.0
     for impl, build in (("jax", P.jax_fns), ("torch", P.torch_fns), ("curvlinops", P.curvlinops_fns)):
         if not use[impl]:
@@ -403,7 +410,7 @@ def product_table(run, dtype, mode="alone"):
         for j, k in enumerate(routines):
             cells = []
             for i in impls:
-                fl = r["flops"][k + (" (cached)" if i == "arraycurv cached" else "")]
+                fl = r["flops"][k + (" (cached)" if i in ("arraycurv cached", "arraycurv operator") else "")]
                 cells.append(_cell(t.get(f"{i}: {k}"), fl, gemm))
             rs = [_ratio(t.get(f"{a}: {k}"), t.get(f"{b}: {k}")) for _, a, b in ratios]
             row = [P.TITLES[name] if j == 0 else "", k, *cells, *rs]

@@ -140,6 +140,19 @@ def arraycurv_fns(ac, model, data, cached: bool):
             "hvp": lambda: lin.hvp(y, v, loss)}
 
 
+def arraycurv_operator_fns(ac, model, data):
+    """The SciPy operators ``ggn_operator`` / ``hessian_operator`` built once on the batch
+    (as curvlinops' are), applied to the flattened direction: the operator-to-operator
+    comparison with curvlinops (whose products rerun the forward pass by design)."""
+    from arraycurv.params import flatten
+
+    batch, loss = (data["x"], data["y"]), ac.MSE()
+    ggn = ac.curvature.ggn_operator(model, data["params"], batch, loss)
+    hess = ac.curvature.hessian_operator(model, data["params"], batch, loss)
+    v = flatten(data["v"])
+    return {"ggn_vp": lambda: (ggn @ v,), "hvp": lambda: (hess @ v,)}
+
+
 def arraycurv_ggn_matrix(ac, model, data):
     loss = ac.MSE() if data["loss"] == "mse" else ac.SoftmaxCrossEntropy()
     batch = (data["x"], data["y"])

@@ -67,6 +67,21 @@ def test_from_numpy_and_to_device_keep_namespace(xp):
     np.testing.assert_array_equal(backend.to_numpy(b), np.arange(6.0).reshape(2, 3))
 
 
+def test_from_numpy_copies_unless_asked_not_to():
+    """The default always copies; ``copy=False`` reuses writeable float input of the dtype
+    (NumPy: the same memory) and still copies read-only input and other dtypes."""
+    host = backend.host_namespace()
+    a = np.arange(6.0)
+    assert not np.shares_memory(backend.from_numpy(a, host), a)
+    assert np.shares_memory(backend.from_numpy(a, host, copy=False), a)
+    assert not np.shares_memory(backend.from_numpy(a, host, dtype="float32", copy=False), a)
+    ro = np.arange(6.0)
+    ro.flags.writeable = False
+    out = backend.from_numpy(ro, host, copy=False)
+    assert not np.shares_memory(out, ro)
+    np.testing.assert_array_equal(out, ro)
+
+
 def test_float_dtype_policy(xp):
     assert backend.float_dtype(xp) == xp.float64
     assert backend.float_dtype(xp, "float32") == xp.float32
