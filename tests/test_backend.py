@@ -67,6 +67,30 @@ def test_from_numpy_and_to_device_keep_namespace(xp):
     np.testing.assert_array_equal(backend.to_numpy(b), np.arange(6.0).reshape(2, 3))
 
 
+@pytest.mark.parametrize("kernel,stride,in_hw", [((3, 2), (1, 1), (9, 8)), ((3, 2), (2, 3), (9, 8)),
+                                                  ((2, 2), (2, 2), (8, 6)), ((2, 2), (2, 2), (9, 7))])
+def test_col2im_is_the_adjoint_of_im2col(xp, kernel, stride, in_hw):
+    """<im2col(x), c> = <x, col2im(c)> for overlapping windows (the strided adds; NumPy:
+    backend.window_scatter_add) and non-overlapping ones (stride = kernel: the permutation,
+    with a zero border where partial windows are dropped), on every backend."""
+    from arraycurv.models._image import _col2im, _im2col
+
+    out_hw = ((in_hw[0] - kernel[0]) // stride[0] + 1, (in_hw[1] - kernel[1]) // stride[1] + 1)
+    g = np.random.default_rng(1)
+    x = g.standard_normal((2, 3) + in_hw)
+    c = g.standard_normal((2, 3, kernel[0] * kernel[1]) + out_hw)
+    cols = backend.to_numpy(_im2col(xp, backend.from_numpy(x, xp), kernel, stride, out_hw))
+    back = _col2im(xp, backend.from_numpy(c, xp), kernel, stride, in_hw)
+    assert tuple(back.shape) == (2, 3) + in_hw
+    np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, backend.to_numpy(back)), rtol=1e-12)
+    if backend.namespace_name(xp) == "numpy":
+        ref = np.zeros((2, 3) + in_hw)
+        for t, (i, j) in enumerate(np.ndindex(*kernel)):
+            ref[..., i:i + stride[0] * (out_hw[0] - 1) + 1:stride[0], j:j + stride[1] * (out_hw[1] - 1) + 1:stride[1]] \
+                += c[..., t, :, :]
+        np.testing.assert_allclose(backend.window_scatter_add(c, kernel, stride, in_hw), ref, rtol=0, atol=0)
+
+
 def test_from_numpy_copies_unless_asked_not_to():
     """The default always copies; ``copy=False`` reuses writeable float input of the dtype
     (NumPy: the same memory) and still copies read-only input and other dtypes."""

@@ -39,6 +39,7 @@ SUBPACKAGES = {
         "check_same_device", "device_of", "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers",
         "is_array", "namespace_by_name", "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal",
         "rng", "set_malloc_thresholds", "set_num_threads", "to_device", "to_numpy", "uniform", "window_gather",
+        "window_scatter_add",
         "writable_view",
     ],
     "curvature": [

@@ -45,11 +45,27 @@ def _im2col(xp, x, kernel, stride, out_hw, batch_inner=False):
 def _col2im(xp, cols, kernel, stride, in_hw):
     """Adjoint of :func:`_im2col`: scatter-add (..., kh*kw, Ho, Wo) into (..., Hp, Wp).
 
-    One strided ``xpx.at(...).add`` per kernel offset into a fresh zero array (the only
-    array written to is the one created here).
+    Non-overlapping windows (stride = kernel, e.g. 2 x 2 pooling) place every column entry
+    once: a permutation of the axes and a zero border where partial windows were dropped.
+    Otherwise one strided add per kernel offset into a fresh zero array (NumPy: in place,
+    :func:`arraycurv.backend.window_scatter_add`; elsewhere ``xpx.at(...).add``). The
+    only array written to is the one created here.
     """
     out_hw = tuple(cols.shape[-2:])
-    total = xp.zeros(tuple(cols.shape[:-3]) + tuple(in_hw), dtype=cols.dtype, device=backend.device_of(cols))
+    (kh, kw), lead = tuple(kernel), tuple(cols.shape[:-3])
+    if tuple(stride) == (kh, kw):
+        (ho, wo), (hp, wp) = out_hw, tuple(in_hw)
+        n = len(lead)
+        t = xp.reshape(cols, lead + (kh, kw, ho, wo))
+        t = xp.permute_dims(t, tuple(range(n)) + (n + 2, n, n + 3, n + 1))  # (..., ho, kh, wo, kw)
+        t = xp.reshape(t, lead + (ho * kh, wo * kw))
+        if (hp, wp) == (ho * kh, wo * kw):
+            return t
+        return xpx.pad(t, [(0, 0)] * n + [(0, hp - ho * kh), (0, wp - wo * kw)], xp=xp)
+    fast = backend.window_scatter_add(cols, kernel, stride, in_hw)
+    if fast is not None:
+        return fast
+    total = xp.zeros(lead + tuple(in_hw), dtype=cols.dtype, device=backend.device_of(cols))
     for t, (r, c) in enumerate(_windows(kernel, stride, out_hw)):
         total = xpx.at(total)[..., r, c].add(cols[..., t, :, :])
     return total
