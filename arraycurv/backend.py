@@ -32,6 +32,7 @@ __all__ = [
     "BACKENDS",
     "apply_memory_policy",
     "apply_thread_policy",
+    "batch_inner_matrix",
     "blas_threads",
     "check_all_finite",
     "check_float",
@@ -317,6 +318,20 @@ def window_gather(x: Any, kernel, stride, out_hw, *, batch_inner: bool = False) 
     n = x.ndim - 2
     v = np.transpose(v, tuple(range(n)) + (n + 2, n + 3, n, n + 1))  # (..., kh, kw, Ho, Wo)
     return np.ascontiguousarray(v).reshape(x.shape[:-2] + (kh * kw, ho, wo))
+
+
+def batch_inner_matrix(cols: Any) -> Any:
+    """The (K, B*L) matrix view of a NumPy (B, K, L) array stored batch-inner (K-major,
+    as :func:`window_gather` with ``batch_inner=True`` leaves it), or None (other layouts,
+    other namespaces). One GEMM over the whole batch can then replace B small ones.
+    """
+    if type(cols) is not np.ndarray or cols.ndim != 3:
+        return None
+    b, k, el = cols.shape
+    s = cols.itemsize
+    if cols.strides != (el * s, b * el * s, s):
+        return None
+    return np.transpose(cols, (1, 0, 2)).reshape(k, b * el)  # a view: the strides above
 
 
 def window_scatter_add(cols: Any, kernel, stride, in_hw) -> Any:

@@ -91,6 +91,18 @@ def test_col2im_is_the_adjoint_of_im2col(xp, kernel, stride, in_hw):
         np.testing.assert_allclose(backend.window_scatter_add(c, kernel, stride, in_hw), ref, rtol=0, atol=0)
 
 
+def test_batch_inner_matrix_is_a_view_of_batch_inner_arrays_only():
+    m = np.arange(24.0).reshape(3, 8)  # (K, B*L) with B = 2, L = 4
+    cols = np.transpose(m.reshape(3, 2, 4), (1, 0, 2))  # (B, K, L), stored batch-inner
+    got = backend.batch_inner_matrix(cols)
+    assert np.shares_memory(got, m)
+    np.testing.assert_array_equal(got, m)
+    assert backend.batch_inner_matrix(np.ascontiguousarray(cols)) is None  # per-sample layout
+    assert backend.batch_inner_matrix(m) is None
+    strict = backend.namespace_by_name("array_api_strict")
+    assert backend.batch_inner_matrix(strict.zeros((2, 3, 4))) is None
+
+
 def test_from_numpy_copies_unless_asked_not_to():
     """The default always copies; ``copy=False`` reuses writeable float input of the dtype
     (NumPy: the same memory) and still copies read-only input and other dtypes."""

@@ -35,7 +35,8 @@ TOP_LEVEL = [
 #: ``arraycurv.<subpackage>.__all__``
 SUBPACKAGES = {
     "backend": [
-        "BACKENDS", "apply_memory_policy", "apply_thread_policy", "blas_threads", "check_all_finite", "check_float",
+        "BACKENDS", "apply_memory_policy", "apply_thread_policy", "batch_inner_matrix", "blas_threads",
+        "check_all_finite", "check_float",
         "check_same_device", "device_of", "float_dtype", "from_numpy", "host_namespace", "host_scalar", "integers",
         "is_array", "namespace_by_name", "namespace_name", "namespace_of", "namespace_of_pairs", "normal", "orthogonal",
         "rng", "set_malloc_thresholds", "set_num_threads", "to_device", "to_numpy", "uniform", "window_gather",

@@ -757,11 +757,32 @@ def _(layer: Conv2d, input_shape):
     return (layer.out_channels, ho, wo)
 
 
+#: Output pixels per sample from which Conv2d's forward pass stores its im2col gather
+#: batch-inner (:func:`arraycurv.backend.window_gather`).
+_BATCH_INNER_MIN_PIXELS = 256
+
+
 @dataclass(frozen=True, eq=False)
 class _ConvCache:
     cols: Any  # (B, C*kh*kw, Ho*Wo) gather of the padded input
     in_hw: tuple[int, int]
     out_hw: tuple[int, int]
+    #: the same gather as one (C*kh*kw, B*Ho*Wo) matrix where it is stored batch-inner
+    #: (NumPy, wide layers: :func:`arraycurv.backend.batch_inner_matrix`), else None
+    cols_mat: Any = None
+
+
+def _kernel_times_cols(xp, k2, cache, b):
+    """k2 (*lead, out, CKK) times every sample's columns: (*lead, B, out, L).
+
+    With the batch-inner matrix one GEMM over the whole batch, whose result is returned
+    as a transposed view (out-major in memory); else B per-sample products."""
+    if cache.cols_mat is None:
+        return xp.matmul(k2[..., None, :, :], cache.cols)
+    lead, o = tuple(k2.shape[:-2]), k2.shape[-2]
+    n = len(lead)
+    t = xp.reshape(k2 @ cache.cols_mat, lead + (o, b, cache.cols.shape[-1]))
+    return xp.permute_dims(t, tuple(range(n)) + (n + 1, n, n + 2))
 
 
 def _conv_cols(xp, layer, x, out_hw, batch_inner=False):
@@ -798,12 +819,17 @@ def _(layer: Conv2d, p, x):
     _check_layer_params(layer, p)
     xp = _xp(params=tuple(p), x=x)
     b = x.shape[0]
-    cols = _conv_cols(xp, layer, x, out_hw, batch_inner=True)
+    # batch-inner storage pays where each sample's column block is wide (a first layer's
+    # many output pixels: LeNet-5's 28 x 28); for narrow ones (its second layer's 10 x 10)
+    # the per-sample layout multiplies faster (measured, benchmarks/compare_peers.py)
+    wide = out_hw[0] * out_hw[1] >= _BATCH_INNER_MIN_PIXELS
+    cols = _conv_cols(xp, layer, x, out_hw, batch_inner=wide)
+    cache = _ConvCache(cols, tuple(x.shape[2:]), out_hw, backend.batch_inner_matrix(cols) if wide else None)
     k2 = xp.reshape(p[0], (layer.out_channels, -1))
-    y = xp.reshape(xp.matmul(k2, cols), (b, layer.out_channels, *out_hw))
+    y = xp.reshape(_kernel_times_cols(xp, k2, cache, b), (b, layer.out_channels, *out_hw))
     if layer.bias:
         y = y + p[1][:, None, None]
-    return y, _ConvCache(cols, tuple(x.shape[2:]), out_hw)
+    return y, cache
 
 
 @layer_jvp.register(Conv2d)
@@ -818,8 +844,8 @@ def _(layer: Conv2d, p, cache, dp, dx):
     if dx is not None:
         t = xp.matmul(k2, _conv_cols(xp, layer, dx, cache.out_hw))
     if dp is not None:
-        dk2 = xp.reshape(dp[0], _lead(dp[0], 4) + (1, o, k2.shape[1]))
-        t = _add(t, xp.matmul(dk2, cache.cols))
+        dk2 = xp.reshape(dp[0], _lead(dp[0], 4) + (o, k2.shape[1]))
+        t = _add(t, _kernel_times_cols(xp, dk2, cache, b))
     if t is None:
         return None
     t = xp.reshape(t, tuple(t.shape[:-2]) + (o, *cache.out_hw))
