@@ -71,6 +71,7 @@ __all__ = [
     "layer_kron_rows",
     "layer_output_shape",
     "layer_param_shapes",
+    "layer_rop_prepare",
     "layer_rop_vjp",
     "layer_vjp",
 ]
@@ -389,6 +390,19 @@ def layer_rop_vjp(layer, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     (parameter part summed over the batch axis). Pearlmutter (1994), Neural Comput. 6.
     """
     _unknown("layer_rop_vjp", layer)
+
+
+@functools.singledispatch
+def layer_rop_prepare(layer, p, cache, dy):
+    """The part of :func:`layer_rop_vjp` that depends on the output cotangent ``dy`` alone
+    (not on the tangents), or None (the default: nothing worth keeping).
+
+    Repeated R-operator products at one point with one ``dy`` (the gradient's: Lanczos or
+    CG on the Hessian) compute it once and hand it to every call as
+    ``layer_rop_vjp(..., prepared=...)``; a layer that registers it must accept that
+    keyword. Activation: dy phi''(x), the coefficient of dx in its second-order term.
+    """
+    return None
 
 
 @functools.singledispatch
@@ -711,8 +725,15 @@ def _(layer: Activation, p, cache, dy, *, params_mode="sum", input_grad=True):
     return (dy * cache[1] if input_grad else None), (None if params_mode == "none" else ())
 
 
+@layer_rop_prepare.register(Activation)
+def _(layer: Activation, p, cache, dy):
+    if layer.name in _PIECEWISE_LINEAR:
+        return None
+    return dy * _act_second(layer.name, _xp(x=cache[0]), cache)  # dy phi''(x)
+
+
 @layer_rop_vjp.register(Activation)
-def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
+def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True, prepared=None):
     x, d1 = cache[0], cache[1]
     _check_trailing(dx, x.shape, "dx", layer)
     _check_trailing(dy, x.shape, "dy", layer)
@@ -721,8 +742,9 @@ def _(layer: Activation, p, cache, dp, dx, dy, rdy, *, input_grad=True):
         return None, ()
     rdx = rdy * d1
     if dx is not None and layer.name not in _PIECEWISE_LINEAR:
-        d2 = _act_second(layer.name, _xp(x=x), cache)
-        rdx = rdx + dy * d2 * dx  # R{dy phi'(x)} = rdy phi' + dy phi'' R{x}
+        if prepared is None:  # dy phi''(x) (layer_rop_prepare)
+            prepared = dy * _act_second(layer.name, _xp(x=x), cache)
+        rdx = rdx + prepared * dx  # R{dy phi'(x)} = rdy phi' + dy phi'' R{x}
     return rdx, ()
 
 

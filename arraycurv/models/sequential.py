@@ -54,6 +54,7 @@ from .layers import (
     layer_jvp,
     layer_output_shape,
     layer_param_shapes,
+    layer_rop_prepare,
     layer_rop_vjp,
     layer_vjp,
 )
@@ -199,6 +200,7 @@ class _Step(NamedTuple):
     jvp: Any
     vjp: Any
     rop_vjp: Any
+    rop_prepare: Any
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,7 +216,7 @@ def _plan(model: Sequential) -> tuple:
     for layer, (lo, hi) in zip(model.layers, layer_param_indices(model)):
         cls = layer.__class__
         steps.append(_Step(layer, lo, hi, layer_forward.dispatch(cls), layer_jvp.dispatch(cls),
-                           layer_vjp.dispatch(cls), layer_rop_vjp.dispatch(cls)))
+                           layer_vjp.dispatch(cls), layer_rop_vjp.dispatch(cls), layer_rop_prepare.dispatch(cls)))
     return tuple(steps)
 
 
@@ -615,11 +617,27 @@ def hvp_linearized(lin: SequentialLinearization, y, v, loss=MSE()) -> tuple:
     return _hvp_linearized(lin, v, loss, _kept_grad_cotangents(lin, y, loss, xp))
 
 
-def _grad_cotangents(lin, y, loss, xp):
-    """The gradient's cotangent (1/B) dL/d(output of layer i) at every layer: the part of
-    Pearlmutter's HVP that does not depend on v (trusted inputs)."""
+class _GradientPass(NamedTuple):
+    """The part of Pearlmutter's HVP that does not depend on v: the gradient's cotangent
+    (1/B) dL/d(output of layer i) at every layer, and each layer's
+    :func:`~arraycurv.models.layers.layer_rop_prepare` of it (None where nothing is kept)."""
+
+    cots: tuple
+    preps: tuple
+
+
+def _grad_cotangents(lin, y, loss, xp, prepare=True):
+    """The :class:`_GradientPass` of ``lin`` at targets ``y`` (trusted inputs); with
+    ``prepare=False`` (a single product: nothing to reuse) no layer preparations."""
     g = loss_value_and_grad.trusted(loss, lin.outputs, y, xp, value=False)[1] / lin.x.shape[0]
-    return _output_cotangents(lin, g)
+    cots = _output_cotangents(lin, g)
+    plan, params = _plan(lin.model), lin.params
+    if not prepare:
+        return _GradientPass(cots, (None,) * len(plan))
+    with _trusted_layers(xp):
+        preps = tuple(st.rop_prepare(st.layer, params[st.lo:st.hi], cache, dy)
+                      for st, cache, dy in zip(plan, lin.caches, cots))
+    return _GradientPass(cots, preps)
 
 
 def _kept_grad_cotangents(lin, y, loss, xp):
@@ -629,7 +647,7 @@ def _kept_grad_cotangents(lin, y, loss, xp):
     try:
         hit = lin._grad_cots.get(loss)
     except TypeError:  # an unhashable loss object: no reuse
-        return _grad_cotangents(lin, y, loss, xp)
+        return _grad_cotangents(lin, y, loss, xp, prepare=False)
     if hit is not None and tuple(hit[0].shape) == tuple(y.shape) and bool(xp.all(hit[0] == y)):
         return hit[1]
     cots = _grad_cotangents(lin, y, loss, xp)
@@ -668,8 +686,7 @@ def _check_targets_lin(lin, y, loss):
 
 def _hvp_linearized(lin, v, loss, grad_cots):
     """Pearlmutter's R-operator: R{grad} along v = H v of the mean loss (trusted inputs),
-    with ``grad_cots`` the gradient's cotangent at every layer output
-    (:func:`_grad_cotangents`)."""
+    with ``grad_cots`` the v-independent :class:`_GradientPass` (:func:`_grad_cotangents`)."""
     model = lin.model
     b = lin.x.shape[0]
     lead = _tangent_lead(model, v)
@@ -677,7 +694,6 @@ def _hvp_linearized(lin, v, loss, grad_cots):
     if jv is None:
         jv = _zeros_out(lin, lead)
     xp = _lin_xp(lin)
-    g = grad_cots[-1]
     rg = _loss_hvp(loss, lin.outputs, jv, xp) / b  # R{d L / d f} = H_l J v / B
     plan, params, v = _plan(model), lin.params, tuple(v)
     res = [None] * len(plan)
@@ -687,12 +703,13 @@ def _hvp_linearized(lin, v, loss, grad_cots):
             st = plan[i]
             need_in = i > 0
             dp = v[st.lo:st.hi] if st.hi > st.lo else None
-            rdx, rdp = st.rop_vjp(st.layer, params[st.lo:st.hi], lin.caches[i], dp, t_in[i], g, rg,
-                                  input_grad=need_in)
+            prep = grad_cots.preps[i]
+            kw = {"input_grad": need_in} if prep is None else {"input_grad": need_in, "prepared": prep}
+            rdx, rdp = st.rop_vjp(st.layer, params[st.lo:st.hi], lin.caches[i], dp, t_in[i], grad_cots.cots[i], rg,
+                                  **kw)
             t_in[i] = None  # used: let it go
             res[i] = rdp
-            if need_in:
-                g, rg = grad_cots[i - 1], rdx
+            rg = rdx
     out = tuple(t for rdp in res for t in rdp)
     # parameters whose R-derivative does not depend on the lead axes get them broadcast
     return tuple(t if t.ndim == len(s) + len(lead) else xp.broadcast_to(t, tuple(lead) + tuple(s))
@@ -710,4 +727,4 @@ def _(model: Sequential, params, batch, v, loss=MSE(), *, xp=None):
     """
     x, y = batch
     lin = linearize.trusted(model, params, x, xp=xp)
-    return _hvp_linearized(lin, v, loss, _grad_cotangents(lin, y, loss, _lin_xp(lin)))
+    return _hvp_linearized(lin, v, loss, _grad_cotangents(lin, y, loss, _lin_xp(lin), prepare=False))

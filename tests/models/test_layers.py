@@ -352,3 +352,30 @@ def test_conv2d_batch_inner_gather_matches_the_loop(xp, monkeypatch, stride, pad
     gx2, gp2 = L.layer_vjp(layer, p, cache2, dy)
     assert_close(gx, gx2, like=y, rtol=1e-12)
     assert_tree_close(gp, gp2, like=y)
+
+
+@pytest.mark.parametrize("name", L.ACTIVATIONS)
+def test_prepared_rop_equals_the_plain_one(xp, name):
+    """layer_rop_vjp with the dy-only part from layer_rop_prepare (dy phi''(x), None for
+    piecewise-linear activations) equals the product that computes it itself, and that
+    part equals dy * phi''(x) from activation_derivatives."""
+    layer = Activation(name)
+    g = np.random.default_rng(3)
+    x, dx, dy, rdy = (backend.from_numpy(g.standard_normal((5, 4)), xp) for _ in range(4))
+    _, cache = layer_forward(layer, (), x)
+    prep = L.layer_rop_prepare(layer, (), cache, dy)
+    plain = L.layer_rop_vjp(layer, (), cache, None, dx, dy, rdy)[0]
+    if name in ("identity", "relu"):
+        assert prep is None
+        return
+    d2 = L.activation_derivatives(name, x)[2]
+    assert_close(prep, dy * d2, like=x, rtol=1e-13)
+    assert_close(L.layer_rop_vjp(layer, (), cache, None, dx, dy, rdy, prepared=prep)[0], plain, like=x,
+                 rtol=1e-13)
+
+
+def test_layers_without_a_prepared_rop_keep_none(xp):
+    layer = Dense(3, 2)
+    p = tuple(backend.from_numpy(np.ones(s), xp) for s in L.layer_param_shapes(layer))
+    _, cache = layer_forward(layer, p, backend.from_numpy(np.ones((4, 3)), xp))
+    assert L.layer_rop_prepare(layer, p, cache, backend.from_numpy(np.ones((4, 2)), xp)) is None
