@@ -195,6 +195,15 @@ def _lead(a, n_trailing: int) -> tuple[int, ...]:
     return tuple(a.shape[: a.ndim - n_trailing])
 
 
+def _batch_sum(xp, a):
+    """sum_b a[..., b, :] for a (*lead, B, n): from B = 32 on a ones-vector product (one
+    GEMV, like the weight cotangent's GEMM over the same batch axis; about 3x faster than
+    ``xp.sum`` on a 256 x 64 array), below that ``xp.sum`` (cheaper than making the ones)."""
+    if a.shape[-2] < 32:
+        return xp.sum(a, axis=-2)
+    return xp.ones((a.shape[-2],), dtype=a.dtype, device=backend.device_of(a)) @ a
+
+
 def _batch_sum_matmul(xp, a, c):
     """sum_b a[..., b, :, :] @ c[..., b, :, :] for a (*la, B, m, L) and c (*lc, B, L, n).
 
@@ -525,7 +534,7 @@ def _dense_param_cot(xp, layer, x, dy, params_mode):
         return None
     if params_mode == "sum":
         dw = _mT(xp, dy) @ x
-        return (dw, xp.sum(dy, axis=-2)) if layer.bias else (dw,)
+        return (dw, _batch_sum(xp, dy)) if layer.bias else (dw,)
     dw = dy[..., :, None] * x[:, None, :]
     return (dw, dy) if layer.bias else (dw,)
 
@@ -562,7 +571,7 @@ def _(layer: Dense, p, cache, dp, dx, dy, rdy, *, input_grad=True):
     rdw = _mT(xp, rdy) @ x
     if dx is not None:
         rdw = rdw + _mT(xp, dy) @ dx
-    rdp = (rdw, xp.sum(rdy, axis=-2)) if layer.bias else (rdw,)
+    rdp = (rdw, _batch_sum(xp, rdy)) if layer.bias else (rdw,)
     return rdx, rdp
 
 
