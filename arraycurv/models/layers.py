@@ -803,7 +803,7 @@ class _ConvCache:
     cols_mat: Any = None
 
 
-def _kernel_times_cols(xp, k2, cache, b):
+def _kernel_times_cols(xp, k2, cache):
     """k2 (*lead, out, CKK) times every sample's columns: (*lead, B, out, L).
 
     With the batch-inner matrix one GEMM over the whole batch, whose result is returned
@@ -811,8 +811,8 @@ def _kernel_times_cols(xp, k2, cache, b):
     if cache.cols_mat is None:
         return xp.matmul(k2[..., None, :, :], cache.cols)
     lead, o = tuple(k2.shape[:-2]), k2.shape[-2]
-    n = len(lead)
-    t = xp.reshape(k2 @ cache.cols_mat, lead + (o, b, cache.cols.shape[-1]))
+    n, (b, _, el) = len(lead), cache.cols.shape
+    t = xp.reshape(k2 @ cache.cols_mat, lead + (o, b, el))
     return xp.permute_dims(t, tuple(range(n)) + (n + 1, n, n + 2))
 
 
@@ -857,7 +857,7 @@ def _(layer: Conv2d, p, x):
     cols = _conv_cols(xp, layer, x, out_hw, batch_inner=wide)
     cache = _ConvCache(cols, tuple(x.shape[2:]), out_hw, backend.batch_inner_matrix(cols) if wide else None)
     k2 = xp.reshape(p[0], (layer.out_channels, -1))
-    y = xp.reshape(_kernel_times_cols(xp, k2, cache, b), (b, layer.out_channels, *out_hw))
+    y = xp.reshape(_kernel_times_cols(xp, k2, cache), (b, layer.out_channels, *out_hw))
     if layer.bias:
         y = y + p[1][:, None, None]
     return y, cache
@@ -876,7 +876,7 @@ def _(layer: Conv2d, p, cache, dp, dx):
         t = xp.matmul(k2, _conv_cols(xp, layer, dx, cache.out_hw))
     if dp is not None:
         dk2 = xp.reshape(dp[0], _lead(dp[0], 4) + (o, k2.shape[1]))
-        t = _add(t, _kernel_times_cols(xp, dk2, cache, b))
+        t = _add(t, _kernel_times_cols(xp, dk2, cache))
     if t is None:
         return None
     t = xp.reshape(t, tuple(t.shape[:-2]) + (o, *cache.out_hw))
@@ -994,13 +994,13 @@ def _(layer, input_shape):
     return (input_shape[0], ho, wo)
 
 
-def _pool_forward_common(layer, p, x):
+def _pool_input(layer, p, x):
+    """The checks of a pooling layer's input: ``(xp, out_hw)``."""
     if not hasattr(x, "ndim") or x.ndim != 4:
         _check_input(layer, x, 3, ("C", "H", "W"))
     out_hw = _conv_out_hw(layer, tuple(x.shape[1:]))
     _check_layer_params(layer, p)
-    xp = _xp(x=x)
-    return xp, out_hw, _im2col(xp, x, layer.kernel_size, layer.stride, out_hw)
+    return _xp(x=x), out_hw
 
 
 def _pool_scatter(xp, layer, cache, dcols):
@@ -1020,16 +1020,14 @@ def _avg_windows(xp, layer, x, out_hw):
 
 @layer_forward.register(AvgPool2d)
 def _(layer: AvgPool2d, p, x):
-    if not hasattr(x, "ndim") or x.ndim != 4:
-        _check_input(layer, x, 3, ("C", "H", "W"))
-    out_hw = _conv_out_hw(layer, tuple(x.shape[1:]))
-    _check_layer_params(layer, p)
-    return _avg_windows(_xp(x=x), layer, x, out_hw), _PoolCache(tuple(x.shape), out_hw)
+    xp, out_hw = _pool_input(layer, p, x)
+    return _avg_windows(xp, layer, x, out_hw), _PoolCache(tuple(x.shape), out_hw)
 
 
 @layer_forward.register(MaxPool2d)
 def _(layer: MaxPool2d, p, x):
-    xp, out_hw, cols = _pool_forward_common(layer, p, x)
+    xp, out_hw = _pool_input(layer, p, x)
+    cols = _im2col(xp, x, layer.kernel_size, layer.stride, out_hw)
     kk = cols.shape[-3]
     idx = xp.argmax(cols, axis=-3)  # first maximum on ties
     ar = xp.arange(kk, device=backend.device_of(x))[:, None, None]

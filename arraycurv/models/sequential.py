@@ -205,8 +205,8 @@ class _Step(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def _plan(model: Sequential) -> tuple:
-    """Each layer with its parameter range ``[lo, hi)`` and its implementations of the four
-    generic layer functions, looked up once per model instead of once per layer and pass
+    """Each layer with its parameter range ``[lo, hi)`` and its implementations of the
+    generic layer functions the passes call, looked up once per model instead of once per layer and pass
     (the passes of small networks are dominated by such per-layer Python costs).
 
     The look-up is that of the generic functions at the model's first pass: register a
@@ -401,8 +401,9 @@ class SequentialLinearization(Linearization):
     inputs: tuple = ()
     caches: tuple = ()
     xp: Any = None
-    #: loss -> (a copy of the targets, the gradient's cotangent at every layer output): the
-    #: part of Pearlmutter's HVP that does not depend on v, kept for repeated products
+    #: loss -> (a copy of the targets, their :class:`_GradientPass`: the gradient's cotangent
+    #: at every layer output and the layers' preparations of it): the part of Pearlmutter's
+    #: HVP that does not depend on v, kept for repeated products
     _grad_cots: dict = field(default_factory=dict, init=False, repr=False)
 
     def jvp(self, tangent):
