@@ -736,6 +736,7 @@ def _(layer: Activation, p, cache, dy, *, params_mode="sum", input_grad=True):
 
 @layer_rop_prepare.register(Activation)
 def _(layer: Activation, p, cache, dy):
+    _check_trailing(dy, cache[0].shape, "dy", layer)
     if layer.name in _PIECEWISE_LINEAR:
         return None
     return dy * _act_second(layer.name, _xp(x=cache[0]), cache)  # dy phi''(x)

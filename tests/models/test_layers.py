@@ -372,6 +372,8 @@ def test_prepared_rop_equals_the_plain_one(xp, name):
     assert_close(prep, dy * d2, like=x, rtol=1e-13)
     assert_close(L.layer_rop_vjp(layer, (), cache, None, dx, dy, rdy, prepared=prep)[0], plain, like=x,
                  rtol=1e-13)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(\.\.\., 5, 4\)"):
+        L.layer_rop_prepare(layer, (), cache, backend.from_numpy(np.ones((5, 1)), xp))  # no silent broadcast
 
 
 def test_layers_without_a_prepared_rop_keep_none(xp):
