@@ -36,8 +36,15 @@ NumPy float64/float32 GEMM rate (1024 x 1024 matmul, median of 5) of the same pr
 
 Threads: each thread count runs in its own process (XLA reads its flags once): NumPy's
 BLAS (OPENBLAS/OMP/MKL_NUM_THREADS, ``arraycurv.backend.blas_threads``), PyTorch
-(``torch.set_num_threads``) and XLA (1 thread: ``--xla_cpu_multi_thread_eigen=false``;
-n < cores: the process is pinned to n cores, XLA having no thread-count flag).
+(``torch.set_num_threads``) and XLA (1 thread: ``--xla_cpu_multi_thread_eigen=false``).
+For n < cores the process is also pinned to n cores, n = 1 included: XLA has no
+thread-count flag, and its dot products use every core even with that flag (measured:
+a 1000^3 float64 JAX matmul ran at 130 GFLOP/s, twice the one-core rate, until pinned).
+
+Each routine's timed block in a round starts after one untimed call: the previous
+routine's thread pool (PyTorch's OpenMP threads spin after a call) otherwise slows the
+next library's first calls (measured: arraycurv's 2-thread gradient of the 784-300-100-10
+MLP took 6.9-12 ms right after PyTorch's routines, 3.1 ms without PyTorch in the process).
 
 ``--competing [blas|blas1|spin]`` starts a competing CPU-bound process (``blas``, the
 default: NumPy 512 x 512 matmuls in a loop with 2 BLAS threads; ``blas1``: the same with 1
@@ -153,6 +160,8 @@ def time_rounds(fns, rounds, competitor=None, target=0.004):
                 competitor.run(m == "competing")
             for key, fn in fns.items():
                 n = inner[key]
+                if target is not None:
+                    fn()  # untimed: lets the previous routine's thread pool (OpenMP, XLA) wind down
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -321,7 +330,7 @@ def run_worker(argv, n):
         cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), *argv,
                "--worker-threads", str(n), "--worker-out", path]
         cores = os.cpu_count() or 1
-        pinned = 1 < n < cores and hasattr(os, "sched_setaffinity")
+        pinned = n < cores and hasattr(os, "sched_setaffinity")
         pin = (lambda: os.sched_setaffinity(0, range(n))) if pinned else None
         print(f"\n== threads = {n}", flush=True)
         rc = subprocess.run(cmd, env=worker_env(n), preexec_fn=pin).returncode
