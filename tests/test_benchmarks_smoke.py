@@ -129,3 +129,21 @@ def test_competitor_pauses_and_resumes():
     finally:
         c.close()
     assert all(p.poll() is not None for p in c.procs)
+
+
+@pytest.mark.parametrize("sizes, b", [((5, 4, 3), 6), ((3, 6, 5, 2), 4)])
+def test_numpy_floor_agrees(sizes, b):
+    """The hand-written NumPy tanh-MLP routines of benchmarks/numpy_floor.py (gradient,
+    GGN product, Pearlmutter HVP written out) against arraycurv's verbs, and the HVP
+    against central differences of the gradient."""
+    numpy_floor = pytest.importorskip("numpy_floor")
+    model = ac.mlp(sizes, "tanh")
+    data = peer_impls.make_data(ac, model, b, "float64")
+    args = data["params"], data["x"], data["y"], data["v"]
+    fns = numpy_floor.floor_fns(np, *args)
+    _check(fns, model, data, tol=1e-12)
+    eps = 1e-5
+    shifted = [numpy_floor.floor_fns(np, tuple(p + s * eps * t for p, t in zip(args[0], args[3])), *args[1:])
+               for s in (1.0, -1.0)]
+    fd = [(a - c) / (2 * eps) for a, c in zip(shifted[0]["gradient"](), shifted[1]["gradient"]())]
+    assert _rel(fns["hvp"](), fd) <= 1e-7
