@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "numpy_floor.json"
@@ -37,12 +35,14 @@ ROUTINES = ("gradient", "ggn_vp", "hvp")
 
 
 def _pin_one_core():
-    """Re-execute pinned to one core with one BLAS/XLA thread (before NumPy loads)."""
+    """Re-execute pinned to one core in the environment of compare_peers' 1-thread worker
+    (``compare_peers.worker_env(1)``: one BLAS thread, XLA's single-thread flag)."""
     if os.environ.get("_NUMPY_FLOOR_PINNED") == "1" or not hasattr(os, "sched_setaffinity"):
         return
-    env = dict(os.environ, _NUMPY_FLOOR_PINNED="1", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", ARRAYCURV_BLAS_THREADS="1")
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    sys.path.insert(0, str(HERE))
+    from compare_peers import worker_env
+
+    env = dict(worker_env(1), _NUMPY_FLOOR_PINNED="1")
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
@@ -79,15 +79,14 @@ def floor_fns(np, params, x, y, v):
             ta = t
         return ta, tas  # tz_L = J v, and the tangent of every layer's input
 
-    def backward(g, acts, d1s, keep=False):
-        out, gs = [None] * (2 * n), [None] * n
+    def backward(g, acts, d1s):
+        out = [None] * (2 * n)
         for i in range(n - 1, -1, -1):
-            gs[i] = g
             out[2 * i], out[2 * i + 1] = g.T @ acts[i], g.sum(axis=0)
             if i:
                 g = g @ ws[i]
                 g *= d1s[i - 1]
-        return (tuple(out), gs) if keep else tuple(out)
+        return tuple(out)
 
     def gradient():
         f, acts, d1s = forward()
@@ -130,12 +129,6 @@ def floor_fns(np, params, x, y, v):
     return {"gradient": gradient, "ggn_vp": ggn_vp, "hvp": hvp}
 
 
-def _rel(np, a, b):
-    a = np.concatenate([np.ravel(np.asarray(t)) for t in a])
-    b = np.concatenate([np.ravel(np.asarray(t)) for t in b])
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
 def run_problem(ac, np, P, name, rounds, use_jax):
     model, b = P.build_model(ac, name)
     data = P.make_data(ac, model, b, "float64")
@@ -144,22 +137,15 @@ def run_problem(ac, np, P, name, rounds, use_jax):
              "arraycurv cached": P.arraycurv_fns(ac, model, data, True)}
     if use_jax:
         impls["jax"] = P.jax_fns(ac, model, data)
+    from compare_peers import _rel, time_rounds
+
     for impl, fns in impls.items():
-        for r in ROUTINES:
-            err = _rel(np, fns[r](), impls["arraycurv"][r]())
+        for r in ROUTINES if impl != "arraycurv" else ():
+            err = _rel(fns[r](), impls["arraycurv"][r]())
             if not err <= 1e-12:
                 raise SystemExit(f"numpy_floor: {impl} {r} on {name} differs from arraycurv by {err:.3g}")
-    samples = {(i, r): [] for i in impls for r in ROUTINES}
-    for _ in range(rounds):
-        for (i, r) in samples:
-            fn = impls[i][r]
-            fn()  # untimed: the previous routine's pools wind down
-            n, t0 = 0, time.perf_counter()
-            while n < 5 or time.perf_counter() - t0 < 0.004:
-                fn()
-                n += 1
-            samples[(i, r)].append((time.perf_counter() - t0) / n)
-    return {f"{i} {r}": statistics.median(s) for (i, r), s in samples.items()}
+    fns = {f"{i} {r}": impls[i][r] for i in impls for r in ROUTINES}
+    return time_rounds(fns, rounds)["alone"]  # interleaved rounds, as in compare_peers
 
 
 def table(res, use_jax):
@@ -201,8 +187,8 @@ def main(argv=None):
     import arraycurv as ac
 
     res = {}
+    mlps = [k for k, p in P.PROBLEMS.items() if p[0] == "mlp"]
     for name in args.problems.split(","):
-        mlps = [k for k, p in P.PROBLEMS.items() if p[0] == "mlp"]
         if name not in mlps:
             raise SystemExit(f"--problems: expected MLP problems among {mlps}, got {name!r}")
         res[name] = run_problem(ac, np, P, name, args.rounds, use_jax)
